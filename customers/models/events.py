@@ -1,0 +1,37 @@
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from customers.querysets import CustomerOwnedQuerySet
+
+
+class Event(models.Model):
+    """One thing a customer did (the behaviour trail): viewed content, replied, joined a group, shared…
+
+    `dedupe_key` makes re-sent events idempotent: the sender's (source, external id), or a hash of the event.
+    """
+
+    customer = models.ForeignKey(
+        "customers.Customer", on_delete=models.CASCADE, related_name="events", db_index=False
+    )  # covered by event_customer_type_time
+    type = models.CharField(_("type"), max_length=64)
+    occurred_at = models.DateTimeField(_("occurred at"))
+    properties = models.JSONField(_("properties"), default=dict, blank=True)
+    content_ref = models.CharField(_("content"), max_length=200, blank=True)
+    channel = models.ForeignKey(
+        "customers.Channel", on_delete=models.SET_NULL, null=True, blank=True, related_name="events", db_index=False
+    )
+    dedupe_key = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(_("recorded at"), auto_now_add=True)
+
+    objects = CustomerOwnedQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("behaviour event")
+        verbose_name_plural = _("behaviour events")
+        indexes = [
+            models.Index(fields=["customer", "type", "occurred_at"], name="event_customer_type_time"),
+            models.Index(fields=["customer", "-occurred_at"], name="event_customer_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} @ {self.occurred_at:%Y-%m-%d %H:%M}"

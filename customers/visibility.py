@@ -1,0 +1,21 @@
+"""The one rule for who sees which customers. Every page, endpoint, export and search goes through it."""
+
+from django.db.models import Q
+
+from accounts.models import Role
+
+
+def sees_all_customers(user) -> bool:
+    return bool(user and user.is_authenticated) and (user.is_superuser or user.role != Role.SALES)
+
+
+def customer_visibility_q(user, *, path: str = "") -> Q:
+    """Rows visible to `user`; `path` leads from the queried model to its customer (e.g. "customer__").
+
+    Admins, operators and analysts see every customer; a sales rep sees only the customers they own.
+    """
+    if not (user and user.is_authenticated):
+        return Q(pk__in=[])
+    if sees_all_customers(user):
+        return Q()
+    return Q(**{f"{path}owner__user_id": user.pk})

@@ -1,0 +1,13 @@
+"""The Celery application. The beat schedule lives here, each entry with when and why."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scrm.settings")
+
+app = Celery("scrm")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+app.conf.beat_schedule = {}

@@ -1,0 +1,26 @@
+"""The dashboard's navigation. Each section appears once its pages exist."""
+
+from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
+
+# (label, url name, who sees it)
+SECTIONS = [
+    (_("Overview"), "dashboard", "all"),
+    (_("Customers"), "customers:list", "all"),
+    (_("Community groups"), "customers:groups", "all"),
+    (_("API tokens"), "accounts:tokens", "managers"),
+]
+
+
+def navigation(request):
+    user = getattr(request, "user", None)
+    if not (user and user.is_authenticated):
+        return {}
+    items = []
+    for label, url_name, audience in SECTIONS:
+        if audience == "managers" and not user.can_manage:
+            continue
+        url = reverse(url_name)
+        is_current = request.path == url if url == "/" else request.path.startswith(url)
+        items.append({"label": label, "url": url, "is_current": is_current})
+    return {"nav_items": items}
