@@ -1,8 +1,10 @@
 """Finding customers by any of their identities, set-based, and creating the ones we do not know yet."""
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.db import connection
 from django.utils import timezone
@@ -108,12 +110,18 @@ class Resolution:
 
 
 def resolve_customers(
-    refs: Sequence[CustomerRef | None], *, user, create: bool = True, row_indexes: Sequence[int] | None = None
+    refs: Sequence[CustomerRef | None],
+    *,
+    user,
+    create: bool = True,
+    row_indexes: Sequence[int] | None = None,
+    seen_at: Sequence[datetime | None] | None = None,
 ) -> Resolution:
     """Map each row's reference to one customer id, creating customers for unknown identities.
 
     Rows that share an identity resolve to the same customer. Identities that point to two customers, or to a
-    customer the user may not see, are row errors. New identities are attached to their customer. Call inside
+    customer the user may not see, are row errors. New identities are attached to their customer; `seen_at`
+    (per row) dates new customers. Call inside
     the caller's transaction; takes a transaction-level advisory lock when it may create customers.
     """
     indexes = list(row_indexes) if row_indexes is not None else list(range(len(refs)))
@@ -185,7 +193,7 @@ def resolve_customers(
 
     created_ids: set[int] = set()
     if new_components:
-        new_ids = _create_customers(refs, new_components, find, user=user)
+        new_ids = _create_customers(refs, new_components, find, user=user, seen_at=seen_at)
         component_result.update(new_ids)
         created_ids = set(new_ids.values())
 
@@ -213,36 +221,41 @@ def resolve_customers(
 def _lookup_identities(keys: set[Key]) -> dict[Key, int]:
     if not keys:
         return {}
-    kinds, namespaces, values = zip(*keys, strict=True)
     with connection.cursor() as cursor:
         cursor.execute(
             """
             SELECT i.kind, i.namespace, i.value, i.customer_id
-            FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(kind, namespace, value)
-            JOIN customers_identity i USING (kind, namespace, value)
+            FROM json_to_recordset(%s::json) AS k(k text, n text, v text)
+            JOIN customers_identity i ON (i.kind, i.namespace, i.value) = (k.k, k.n, k.v)
             """,
-            [list(kinds), list(namespaces), list(values)],
+            [json.dumps([{"k": k, "n": n, "v": v} for k, n, v in keys], ensure_ascii=False)],
         )
         return {(kind, ns, value): customer_id for kind, ns, value, customer_id in cursor.fetchall()}
 
 
-def _create_customers(refs, roots: list[int], find, *, user) -> dict[int, int]:
+def _create_customers(refs, roots: list[int], find, *, user, seen_at) -> dict[int, int]:
     """Insert one customer per component; phone and email identities also fill the profile fields."""
     owner_id = None
     if user is not None and getattr(user, "is_sales_rep", False):
         owner_id = Staff.objects.filter(user=user).values_list("pk", flat=True).first()
     phones: dict[int, str] = {}
     emails: dict[int, str] = {}
+    now = timezone.now()
+    first_seen: dict[int, datetime] = {}
+    last_seen: dict[int, datetime] = {}
     for i, ref in enumerate(refs):
         if not ref:
             continue
         root = find(i)
+        when = seen_at[i] if seen_at is not None else None
+        if when is not None:
+            first_seen[root] = min(first_seen.get(root, when), when)
+            last_seen[root] = max(last_seen.get(root, when), when)
         for kind, _ns, value in ref.keys:
             if kind == IdentityKind.PHONE:
                 phones.setdefault(root, value)
             elif kind == IdentityKind.EMAIL:
                 emails.setdefault(root, value)
-    now = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT nextval(pg_get_serial_sequence('customers_customer', 'id')) FROM generate_series(1, %s)",
@@ -253,15 +266,20 @@ def _create_customers(refs, roots: list[int], find, *, user) -> dict[int, int]:
             """
             INSERT INTO customers_customer (id, name, gender, city, occupation, phone, email, time_zone, attributes,
                 owner_id, first_seen_at, last_seen_at, created_at, updated_at)
-            SELECT id, '', 'unknown', '', '', phone, email, '', '{}'::jsonb, %s, %s, %s, %s, %s
-            FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS n(id, phone, email)
+            SELECT id, '', 'unknown', '', '', phone, email, '', '{}'::jsonb, %s, first_seen, last_seen, %s, %s
+            FROM json_to_recordset(%s::json)
+                AS n(id bigint, phone text, email text, first_seen timestamptz, last_seen timestamptz)
             """,
-            [
-                owner_id, now, now, now, now,
-                ids,
-                [phones.get(root, "")[:32] for root in roots],
-                [emails.get(root, "")[:254] for root in roots],
-            ],
+            [owner_id, now, now, json.dumps([
+                {
+                    "id": pk,
+                    "phone": phones.get(root, "")[:32],
+                    "email": emails.get(root, "")[:254],
+                    "first_seen": min(first_seen.get(root, now), now).isoformat(),
+                    "last_seen": last_seen.get(root, now).isoformat(),
+                }
+                for root, pk in zip(roots, ids, strict=True)
+            ], ensure_ascii=False)],
         )  # fmt: skip
     return dict(zip(roots, ids, strict=True))
 
@@ -269,14 +287,14 @@ def _create_customers(refs, roots: list[int], find, *, user) -> dict[int, int]:
 def _attach_identities(rows: dict[Key, int]) -> None:
     if not rows:
         return
-    keys = list(rows)
     with connection.cursor() as cursor:
         cursor.execute(
             """
             INSERT INTO customers_identity (kind, namespace, value, customer_id, created_at)
             SELECT kind, namespace, value, customer_id, now()
-            FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[]) AS n(kind, namespace, value, customer_id)
+            FROM json_to_recordset(%s::json) AS n(kind text, namespace text, value text, customer_id bigint)
             ON CONFLICT (kind, namespace, value) DO NOTHING
             """,
-            [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [rows[k] for k in keys]],
-        )
+            [json.dumps([{"kind": k[0], "namespace": k[1], "value": k[2], "customer_id": c} for k, c in rows.items()],
+                        ensure_ascii=False)],
+        )  # fmt: skip

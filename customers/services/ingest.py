@@ -125,13 +125,19 @@ def _parse_all(
 
 
 def _resolve_refs(
-    parsed: _Parsed, errors: list[RowError], *, user, resolve: dict[str, tuple[Callable, str]]
+    parsed: _Parsed,
+    errors: list[RowError],
+    *,
+    user,
+    resolve: dict[str, tuple[Callable, str]],
+    seen_field: str | None = None,
 ) -> tuple[list[int], set[int]]:
-    """Resolve customers and code lookups; drop rows that fail.
+    """Resolve customers and code lookups; drop rows that fail. `seen_field` dates new customers.
 
     Returns the positions (into `parsed`) that survive, and the ids of the customers created on the way.
     """
-    resolution = resolve_customers(parsed.refs, user=user, row_indexes=parsed.indexes)
+    seen_at = [v[seen_field] for v in parsed.values] if seen_field else None
+    resolution = resolve_customers(parsed.refs, user=user, row_indexes=parsed.indexes, seen_at=seen_at)
     errors.extend(resolution.errors)
     lookups = {}
     for field_name, (lookup, _label) in resolve.items():
@@ -219,11 +225,12 @@ def bulk_upsert_orders(rows: Sequence[Any], *, user, indexes: Sequence[int] | No
     parsed, errors = _parse_all(rows, indexes, _parse_order)
     result = BulkResult(errors=errors)
     with transaction.atomic():
-        keep, _created_ids = _resolve_refs(
+        keep, created_ids = _resolve_refs(
             parsed,
             errors,
             user=user,
             resolve={"channel": (_channel_lookup, _UNKNOWN_CHANNEL), "staff": (_lookup_staff, _UNKNOWN_STAFF)},
+            seen_field="ordered_at",
         )
         # The same order twice in one request: the later row wins, as if sent one after the other.
         last_position: dict[tuple[str, str], int] = {}
@@ -231,7 +238,7 @@ def bulk_upsert_orders(rows: Sequence[Any], *, user, indexes: Sequence[int] | No
             v = parsed.values[position]
             last_position[(v["source"], v["external_id"])] = position
         records = [parsed.values[position] for position in last_position.values()]
-        ids_by_key = _write_orders(records, result) if records else {}
+        ids_by_key = _write_orders(records, result, created_customers=created_ids) if records else {}
     ids_by_index = {
         parsed.indexes[pos]: ids_by_key[(parsed.values[pos]["source"], parsed.values[pos]["external_id"])]
         for pos in keep
@@ -242,7 +249,9 @@ def bulk_upsert_orders(rows: Sequence[Any], *, user, indexes: Sequence[int] | No
     return result
 
 
-def _write_orders(records: list[dict[str, Any]], result: BulkResult) -> dict[tuple[str, str], int]:
+def _write_orders(
+    records: list[dict[str, Any]], result: BulkResult, *, created_customers: set[int]
+) -> dict[tuple[str, str], int]:
     header = [{k: v for k, v in r.items() if k != "lines"} for r in records]
     with connection.cursor() as cursor:
         cursor.execute(
@@ -282,10 +291,15 @@ def _write_orders(records: list[dict[str, Any]], result: BulkResult) -> dict[tup
             )
             ids.update({(source, ext): pk for pk, source, ext in cursor.fetchall()})
         # Lines follow their order: replaced whenever the order was written with lines.
+        changed = [
+            written[(r["source"], r["external_id"])]
+            for r in records
+            if (r["source"], r["external_id"]) in written and r["lines"]
+        ]
+        if updated_ids := [pk for pk, inserted in changed if not inserted]:
+            cursor.execute("DELETE FROM customers_orderline WHERE order_id = ANY(%s::bigint[])", [updated_ids])
         changed = [r for r in records if (r["source"], r["external_id"]) in written and r["lines"]]
         if changed:
-            order_ids = [ids[(r["source"], r["external_id"])] for r in changed]
-            cursor.execute("DELETE FROM customers_orderline WHERE order_id = ANY(%s::bigint[])", [order_ids])
             lines = [{"order_id": ids[(r["source"], r["external_id"])], **line} for r in changed for line in r["lines"]]
             cursor.execute(
                 """
@@ -298,19 +312,31 @@ def _write_orders(records: list[dict[str, Any]], result: BulkResult) -> dict[tup
                 """,
                 [_json(lines)],
             )
-        if written:
-            cursor.execute(
-                """
-                UPDATE customers_customer c SET
-                    last_seen_at = greatest(c.last_seen_at, s.latest),
-                    first_seen_at = least(c.first_seen_at, s.earliest)
-                FROM (SELECT customer_id, max(ordered_at) AS latest, min(ordered_at) AS earliest
-                      FROM customers_order WHERE id = ANY(%s::bigint[]) GROUP BY customer_id) s
-                WHERE c.id = s.customer_id AND (s.latest > c.last_seen_at OR s.earliest < c.first_seen_at)
-                """,
-                [[pk for pk, _inserted in written.values()]],
-            )
+        touched = [r for r in records if (r["source"], r["external_id"]) in written]
+        _extend_seen(cursor, touched, "ordered_at", skip=created_customers)
     return ids
+
+
+def _extend_seen(cursor, records: list[dict[str, Any]], time_field: str, *, skip: set[int]) -> None:
+    """Move existing customers' first/last seen to cover these records (new customers were dated at creation)."""
+    spans: dict[int, list] = {}
+    for r in records:
+        if r["customer_id"] in skip:
+            continue
+        when = r[time_field]
+        span = spans.setdefault(r["customer_id"], [when, when])
+        span[0], span[1] = min(span[0], when), max(span[1], when)
+    if not spans:
+        return
+    cursor.execute(
+        """
+        UPDATE customers_customer c SET last_seen_at = greatest(c.last_seen_at, s.latest),
+            first_seen_at = least(c.first_seen_at, s.earliest)
+        FROM json_to_recordset(%s::json) AS s(id bigint, earliest timestamptz, latest timestamptz)
+        WHERE c.id = s.id AND (s.latest > c.last_seen_at OR s.earliest < c.first_seen_at)
+        """,
+        [_json([{"id": pk, "earliest": span[0], "latest": span[1]} for pk, span in spans.items()])],
+    )
 
 
 # ----------------------------------------------------------------------------------------------------- events
@@ -348,8 +374,12 @@ def bulk_record_events(rows: Sequence[Any], *, user, indexes: Sequence[int] | No
     result = BulkResult(errors=errors)
     ids_by_index: dict[int, int] = {}
     with transaction.atomic():
-        keep, _created_ids = _resolve_refs(
-            parsed, errors, user=user, resolve={"channel": (_channel_lookup, _UNKNOWN_CHANNEL)}
+        keep, created_ids = _resolve_refs(
+            parsed,
+            errors,
+            user=user,
+            resolve={"channel": (_channel_lookup, _UNKNOWN_CHANNEL)},
+            seen_field="occurred_at",
         )
         records: dict[str, dict[str, Any]] = {}
         key_of_position = {}
@@ -369,7 +399,7 @@ def bulk_record_events(rows: Sequence[Any], *, user, indexes: Sequence[int] | No
                     "dedupe_key": key,
                 },
             )
-        ids = _write_events(list(records.values()), result) if records else {}
+        ids = _write_events(list(records.values()), result, created_customers=created_ids) if records else {}
         result.unchanged += len(keep) - len(records)
         ids_by_index = {parsed.indexes[pos]: ids[key] for pos, key in key_of_position.items()}
     result.ids = [ids_by_index.get(i) for i in (indexes if indexes is not None else range(len(rows)))]
@@ -377,7 +407,7 @@ def bulk_record_events(rows: Sequence[Any], *, user, indexes: Sequence[int] | No
     return result
 
 
-def _write_events(records: list[dict[str, Any]], result: BulkResult) -> dict[str, int]:
+def _write_events(records: list[dict[str, Any]], result: BulkResult, *, created_customers: set[int]) -> dict[str, int]:
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -399,16 +429,8 @@ def _write_events(records: list[dict[str, Any]], result: BulkResult) -> dict[str
         if missing:
             cursor.execute("SELECT id, dedupe_key FROM customers_event WHERE dedupe_key = ANY(%s::text[])", [missing])
             ids.update({key: pk for pk, key in cursor.fetchall()})
-        if result.created:
-            cursor.execute(
-                """
-                UPDATE customers_customer c SET last_seen_at = s.latest
-                FROM (SELECT customer_id, max(occurred_at) AS latest FROM customers_event
-                      WHERE id = ANY(%s::bigint[]) GROUP BY customer_id) s
-                WHERE c.id = s.customer_id AND s.latest > c.last_seen_at
-                """,
-                [[ids[r["dedupe_key"]] for r in records if r["dedupe_key"] in ids]],
-            )
+        inserted = [r for r in records if r["dedupe_key"] in ids and r["dedupe_key"] not in missing]
+        _extend_seen(cursor, inserted, "occurred_at", skip=created_customers)
     return ids
 
 
