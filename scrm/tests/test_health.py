@@ -1,0 +1,69 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scrm import health
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.django_db
+def test_healthz_reports_each_dependency_and_fails_when_one_is_down(client, monkeypatch):
+    monkeypatch.setattr(health, "_check_celery", lambda: None)
+    healthy = client.get("/healthz")
+
+    def no_worker():
+        raise RuntimeError("no worker answered a ping within 1 s")
+
+    monkeypatch.setattr(health, "_check_celery", no_worker)
+    down = client.get("/healthz")
+
+    assert healthy.status_code == 200
+    assert healthy.json()["checks"]["database"]["ok"] is True
+    assert healthy.json()["checks"]["redis"]["ok"] is True
+    assert down.status_code == 503
+    assert down.json()["checks"]["celery"] == {
+        "ok": False,
+        "error": "RuntimeError: no worker answered a ping within 1 s",
+    }
+
+
+@pytest.mark.django_db
+def test_healthz_reports_redis_down_within_seconds(client, settings, monkeypatch):
+    monkeypatch.setattr(health, "_check_celery", lambda: None)
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+
+    response = client.get("/healthz")
+
+    assert response.status_code == 503
+    assert response.json()["checks"]["redis"]["ok"] is False
+
+
+def test_production_settings_pass_the_deploy_check():
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "scrm.settings",
+        "DEBUG": "0",
+        "SECRET_KEY": "a-real-looking-secret-key-with-enough-entropy-1f9c2b7e4d0a8c6e3b5f",
+        "ALLOWED_HOSTS": "scrm.example.com",
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "no issues" in result.stdout
+
+
+def test_production_refuses_to_start_without_a_secret_key():
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "scrm.settings", "DEBUG": "0", "SECRET_KEY": ""}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+    )
+
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
