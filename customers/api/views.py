@@ -101,13 +101,13 @@ class CustomerViewSet(viewsets.ModelViewSet):
 
     @extend_schema(request=s.BulkInput, responses={200: s.BulkOutput, 400: s.BulkOutput})
     @action(detail=False, methods=["post"])
-    def bulk(self, request):
+    def bulk(self, request, **kwargs):
         """Upsert up to 10,000 customers; per-row errors, good rows land."""
         return _bulk_response(bulk_upsert_customers, request)
 
     @extend_schema(request=s.MergeInput, responses={201: s.MergeOutput})
     @action(detail=True, methods=["post"])
-    def merge(self, request, pk=None):
+    def merge(self, request, pk=None, **kwargs):
         """Merge customer `other` into this one (recorded; undo with /merges/{id}/undo/)."""
         survivor = self.get_object()
         data = s.MergeInput(data=request.data)
@@ -121,7 +121,7 @@ class CustomerViewSet(viewsets.ModelViewSet):
 
     @extend_schema(request=s.TransferInput, responses={200: s.TransferOutput(many=True)})
     @action(detail=False, methods=["post"])
-    def transfer(self, request):
+    def transfer(self, request, **kwargs):
         """Give customers to another rep; history, notes and tags stay with them."""
         data = s.TransferInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -150,7 +150,7 @@ class MergeViewSet(viewsets.ReadOnlyModelViewSet):
 
     @extend_schema(request=None, responses=s.MergeOutput)
     @action(detail=True, methods=["post"])
-    def undo(self, request, pk=None):
+    def undo(self, request, pk=None, **kwargs):
         try:
             merge = undo_merge(self.get_object())
         except CustomerError as exc:
@@ -192,7 +192,7 @@ class OrderViewSet(viewsets.ModelViewSet):
 
     @extend_schema(request=s.BulkInput, responses={200: s.BulkOutput, 400: s.BulkOutput})
     @action(detail=False, methods=["post"])
-    def bulk(self, request):
+    def bulk(self, request, **kwargs):
         """Upsert up to 10,000 orders by (source, external_id); unknown customers are created."""
         return _bulk_response(bulk_upsert_orders, request)
 
@@ -216,7 +216,7 @@ class EventViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
 
     @extend_schema(request=s.BulkInput, responses={200: s.BulkOutput, 400: s.BulkOutput})
     @action(detail=False, methods=["post"])
-    def bulk(self, request):
+    def bulk(self, request, **kwargs):
         """Record up to 10,000 events; unknown customers are created."""
         return _bulk_response(bulk_record_events, request)
 
@@ -256,7 +256,7 @@ class GroupViewSet(ManagedViewSet):
 
     @extend_schema(responses=s.GroupMemberOutput(many=True))
     @action(detail=True, methods=["get"])
-    def members(self, request, pk=None):
+    def members(self, request, pk=None, **kwargs):
         group = get_object_or_404(self.get_queryset(), pk=pk)
         page = self.paginate_queryset(selectors.group_members(request.user, group).order_by("-id"))
         return self.get_paginated_response(s.GroupMemberOutput(page, many=True).data)

@@ -1,0 +1,147 @@
+"""Walk every URL pattern as a sales rep: another rep's customer never appears and is never reachable.
+
+A new URL with a parameter this walk cannot fill fails the test: teach `OBJECT_FOR_PREFIX` about it.
+"""
+
+import re
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver
+from rest_framework.test import APIClient
+
+from accounts.services import create_api_token
+from customers.services.merge import merge_customers
+from customers.tests.factories import (
+    CommunityGroupFactory,
+    CustomerFactory,
+    EventFactory,
+    GroupMembershipFactory,
+    IdentityFactory,
+    OrderFactory,
+    OrderLineFactory,
+    RelationshipFactory,
+    UserFactory,
+    sales_rep,
+)
+
+SECRET_NAME = "隐秘客户Zed"
+SECRET_PHONE = "13912345678"
+SECRET_IDENTITY = "wmSECRET42"
+SKIP_PREFIXES = ("admin/", "static/", "i18n/", "api/v1/schema", "api/v1/docs", "api/v1/redoc")
+
+
+def all_patterns(patterns=None, prefix: str = ""):
+    for entry in patterns if patterns is not None else get_resolver().url_patterns:
+        route = prefix + str(entry.pattern).lstrip("^").rstrip("$")
+        if isinstance(entry, URLResolver):
+            yield from all_patterns(entry.url_patterns, route)
+        elif isinstance(entry, URLPattern):
+            yield route
+
+
+@pytest.fixture
+def world(db):
+    me = sales_rep("rep_me")
+    other = sales_rep("rep_other")
+    mine = CustomerFactory(owner=me.staff, name="我的客户")
+    theirs = CustomerFactory(owner=other.staff, name=SECRET_NAME, phone=SECRET_PHONE)
+    twin = CustomerFactory(owner=other.staff, name=SECRET_NAME + "2")
+    IdentityFactory(customer=theirs, kind="wecom", value=SECRET_IDENTITY)
+    order = OrderFactory(customer=theirs, external_id="SECRET-ORDER")
+    OrderLineFactory(order=order)
+    event = EventFactory(customer=theirs, properties={"title": SECRET_NAME})
+    RelationshipFactory(customer=theirs, staff=other.staff)
+    group = CommunityGroupFactory(owner=other.staff)
+    GroupMembershipFactory(group=group, customer=theirs)
+    shared_group = CommunityGroupFactory()
+    GroupMembershipFactory(group=shared_group, customer=mine)
+    GroupMembershipFactory(group=shared_group, customer=theirs)
+    merge = merge_customers(theirs, twin)
+    return {"me": me, "mine": mine, "theirs": theirs, "order": order, "event": event, "group": group,
+            "shared_group": shared_group, "merge": merge, "token": UserFactory}  # fmt: skip
+
+
+# Which object of the other rep to put into a URL's parameters, by the URL's first segments.
+OBJECT_FOR_PREFIX = [
+    ("api/v1/orders", "order"),
+    ("api/v1/events", "event"),
+    ("api/v1/groups", "group"),
+    ("api/v1/merges", "merge"),
+    ("api/v1/customers", "theirs"),
+    ("customers/groups", "group"),
+    ("customers", "theirs"),
+]
+REFERENCE_DATA = ("api/v1/staff", "api/v1/channels", "api/v1/products", "accounts/")
+
+
+def fill(route: str, world) -> tuple[str, bool] | None:
+    """The URL with the other rep's object filled in, and whether it names an object."""
+    route = route.replace("<drf_format_suffix:format>", ".json")
+    route = re.sub(r"\\\.\(\?P<format>[^)]*\)", ".json", route)
+    if not re.search(r"<(?:\w+:)?\w+>|\(\?P<\w+>", route):
+        return route.replace("\\.", ".").replace("/?", "/"), False
+    if route.startswith(REFERENCE_DATA):
+        return None  # not customer data: no other rep's object to reach
+    target = next((world[name] for prefix, name in OBJECT_FOR_PREFIX if route.startswith(prefix)), None)
+    assert target is not None, f"teach the visibility walk about {route!r}"
+    url = re.sub(r"\(\?P<\w+>[^)]*\)", str(target.pk), route)
+    url = re.sub(r"<(?:\w+:)?\w+>", str(target.pk), url)
+    return url.replace("\\.", ".").replace("/?", "/"), True
+
+
+def assert_no_leak(response, url: str) -> None:
+    body = response.content.decode(errors="replace")
+    for secret in (SECRET_NAME, SECRET_PHONE, SECRET_IDENTITY, "SECRET-ORDER"):
+        assert secret not in body, f"{url} shows another rep's customer ({secret})"
+
+
+def test_every_url_hides_other_reps_customers(world):
+    browser = APIClient()
+    browser.force_login(world["me"])
+    api = APIClient()
+    _token, key = create_api_token(name="rep", user=world["me"])
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    walked = []
+    for route in sorted(set(all_patterns())):
+        if route.startswith(SKIP_PREFIXES):
+            continue
+        filled = fill(route, world)
+        if filled is None:
+            continue
+        url, has_object = filled
+        client = api if route.startswith("api/") else browser
+        url = "/" + url
+        for query in ("", f"?search={SECRET_PHONE}", f"?q={SECRET_IDENTITY}", f"?search={SECRET_NAME}"):
+            response = client.get(url + query)
+            assert response.status_code < 500, (url + query, response.status_code)
+            assert_no_leak(response, url + query)
+            if has_object:
+                assert response.status_code in (404, 405), f"{url} is reachable ({response.status_code})"
+        walked.append(url)
+    assert any("/api/v1/customers/" in u for u in walked)
+    assert len(walked) >= 10
+
+
+def test_rep_sees_a_shared_group_but_only_their_members(world):
+    api = APIClient()
+    api.force_authenticate(world["me"])
+
+    members = api.get(f"/api/v1/groups/{world['shared_group'].pk}/members/").json()["results"]
+
+    assert [m["customer"] for m in members] == [world["mine"].pk]
+    assert api.get(f"/api/v1/groups/{world['group'].pk}/").status_code == 404
+
+
+def test_rep_writes_to_another_reps_customer_are_not_found(world):
+    api = APIClient()
+    api.force_authenticate(world["me"])
+    theirs = world["theirs"]
+
+    assert api.patch(f"/api/v1/customers/{theirs.pk}/", {"name": "x"}, format="json").status_code == 404
+    assert (
+        api.post(f"/api/v1/customers/{world['mine'].pk}/merge/", {"other": theirs.pk}, format="json").status_code == 404
+    )
+    assert api.delete(f"/api/v1/orders/{world['order'].pk}/").status_code == 404
+    assert api.post(f"/api/v1/merges/{world['merge'].pk}/undo/").status_code == 404
+    theirs.refresh_from_db()
+    assert theirs.name == SECRET_NAME
