@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,31 @@ def test_production_refuses_to_start_without_a_secret_key():
 
     assert result.returncode != 0
     assert "SECRET_KEY must be set" in result.stderr
+
+
+@pytest.fixture
+def celery_worker_process():
+    """A real Celery worker on the test Redis database, stopped after the test."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "scrm.test_settings"}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "scrm", "worker", "--pool", "solo", "--without-gossip",
+         "--without-mingle", "--hostname", f"healthz-{os.getpid()}@%h", "--loglevel", "WARNING"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    yield worker
+    worker.terminate()
+    worker.wait(timeout=20)
+
+
+@pytest.mark.django_db
+def test_healthz_sees_a_real_worker(client, celery_worker_process):
+    from scrm.celery import app
+
+    deadline = time.monotonic() + 30
+    while not app.control.ping(timeout=0.5) and time.monotonic() < deadline:
+        assert celery_worker_process.poll() is None, "the worker exited"
+
+    response = client.get("/healthz")
+
+    assert response.status_code == 200
+    assert response.json()["checks"]["celery"]["ok"] is True
