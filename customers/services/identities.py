@@ -121,17 +121,19 @@ def resolve_customers(
 
     Rows that share an identity resolve to the same customer. Identities that point to two customers, or to a
     customer the user may not see, are row errors. New identities are attached to their customer; `seen_at`
-    (per row) dates new customers. Call inside
-    the caller's transaction; takes a transaction-level advisory lock when it may create customers.
+    (per row) dates new customers. Call inside the caller's transaction.
+
+    Batches whose identities are all known run concurrently; a batch with unknown identities takes a
+    transaction-level advisory lock and looks again, so two requests never create the same person twice.
     """
     indexes = list(row_indexes) if row_indexes is not None else list(range(len(refs)))
     errors: list[RowError] = []
-    if create:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CREATE_LOCK_ID])
-
     all_keys = {key for ref in refs if ref for key in ref.keys}
     known = _lookup_identities(all_keys)
+    if create and len(known) < len(all_keys):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CREATE_LOCK_ID])
+        known = _lookup_identities(all_keys)
     explicit_ids = {ref.customer_id for ref in refs if ref and ref.customer_id}
     merged_map = dict(
         Customer.objects.filter(pk__in=explicit_ids, merged_into__isnull=False).values_list("pk", "merged_into_id")
