@@ -1,24 +1,24 @@
 from django.db import models
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Q
 
 from customers.visibility import customer_visibility_q
 
 
 def search_q(term: str) -> Q:
-    """Name, phone, email, or any identity value (external_userid, unionid, shop id) exactly."""
+    """Name contains the term, or phone, id or any identity value (external_userid, unionid, email, shop id)
+    equals it. Identity matches are looked up first (one indexed query) so that the rest is an OR of indexed
+    conditions (trigram on name, btree on phone and id) that Postgres combines with a bitmap scan."""
     from customers.models import Identity
 
     term = term.strip()
     if not term:
         return Q()
-    by_identity = Exists(Identity.objects.filter(customer=OuterRef("pk"), value=term))
-    return (
-        Q(name__icontains=term)
-        | Q(phone=term)
-        | Q(email__iexact=term)
-        | Q(by_identity)
-        | (Q(pk=int(term)) if term.isdigit() and len(term) < 18 else Q(pk__in=[]))
-    )
+    candidates = {term, term.lower()}
+    by_identity = list(Identity.objects.filter(value__in=candidates).values_list("customer_id", flat=True)[:100])
+    q = Q(name__icontains=term) | Q(phone=term) | Q(pk__in=by_identity)
+    if term.isdigit() and len(term) < 18:
+        q |= Q(pk=int(term))
+    return q
 
 
 class CustomerQuerySet(models.QuerySet):
