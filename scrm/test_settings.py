@@ -1,11 +1,15 @@
 """Test overrides: a fast hasher, the real Postgres and Redis (test database and Redis db 15)."""
 
 import os
+from urllib.parse import urlsplit, urlunsplit
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use-0123456789")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+# Tests use Redis database 15 of whichever server is configured, never the development data in database 0.
+_redis = urlsplit(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+os.environ["REDIS_URL"] = urlunsplit(_redis._replace(path="/15"))
+os.environ.pop("CELERY_BROKER_URL", None)
 
-from scrm.settings import *  # noqa: F403
+from scrm.settings import *  # noqa: E402, F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 SECURE_SSL_REDIRECT = False

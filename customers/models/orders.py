@@ -49,7 +49,10 @@ class Order(models.Model):
                 name="order_refund_within_amount",
             ),
         ]
-        indexes = [models.Index(fields=["customer", "ordered_at"], name="order_customer_time")]
+        indexes = [
+            models.Index(fields=["customer", "ordered_at"], name="order_customer_time"),
+            models.Index(fields=["ordered_at"], name="order_time"),  # daily series, windows over everyone
+        ]
 
     def __str__(self) -> str:
         return f"{self.source}:{self.external_id}"

@@ -5,6 +5,7 @@ import factory
 from django.utils import timezone
 
 from accounts.models import Role, User
+from accounts.tests.factories import UserFactory
 from customers.models import (
     Channel,
     CommunityGroup,
@@ -19,22 +20,6 @@ from customers.models import (
     Relationship,
     Staff,
 )
-
-
-class UserFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = User
-        django_get_or_create = ("username",)
-        skip_postgeneration_save = True
-
-    username = factory.Sequence(lambda n: f"user{n}")
-    role = Role.OPERATOR
-    password = factory.PostGenerationMethodCall("set_password", "pw")
-
-    @factory.post_generation
-    def _save(obj, create, extracted, **kwargs):
-        if create:
-            obj.save()
 
 
 class StaffFactory(factory.django.DjangoModelFactory):

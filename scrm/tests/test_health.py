@@ -13,13 +13,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.django_db
 def test_healthz_reports_each_dependency_and_fails_when_one_is_down(client, monkeypatch):
-    monkeypatch.setattr(health, "_check_celery", lambda: None)
+    monkeypatch.setitem(health.CHECKS, "celery", lambda: None)
     healthy = client.get("/healthz")
 
     def no_worker():
         raise RuntimeError("no worker answered a ping within 1 s")
 
-    monkeypatch.setattr(health, "_check_celery", no_worker)
+    monkeypatch.setitem(health.CHECKS, "celery", no_worker)
     down = client.get("/healthz")
 
     assert healthy.status_code == 200
@@ -34,7 +34,7 @@ def test_healthz_reports_each_dependency_and_fails_when_one_is_down(client, monk
 
 @pytest.mark.django_db
 def test_healthz_reports_redis_down_within_seconds(client, settings, monkeypatch):
-    monkeypatch.setattr(health, "_check_celery", lambda: None)
+    monkeypatch.setitem(health.CHECKS, "celery", lambda: None)
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
 
     response = client.get("/healthz")

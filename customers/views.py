@@ -1,0 +1,102 @@
+"""Dashboard pages. Reads go through selectors (visibility); an HTMX request gets only the fragment it asked for."""
+
+from datetime import datetime
+
+from django.contrib.auth.decorators import login_required
+from django.db.models import Count, Q
+from django.http import Http404
+from django.shortcuts import render
+from django.utils.dateparse import parse_datetime
+
+from customers import selectors
+from customers.forms import CustomerFilterForm
+from customers.models import CommunityGroup
+from customers.selectors_dashboard import overview
+from customers.visibility import sees_all_customers
+
+PAGE_SIZE = 50
+TRAIL_PAGE = 30
+
+
+def _is_htmx(request) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+@login_required
+def dashboard(request):
+    return render(request, "dashboard.html", {"overview": overview(request.user)})
+
+
+@login_required
+def customer_list(request):
+    form = CustomerFilterForm(request.GET or None, user=request.user)
+    filters = form.filters() if form.is_valid() else {}
+    customers = selectors.customer_list(request.user, search=form.search_term(), filters=filters)
+    after = request.GET.get("after", "")
+    if after.isdigit():
+        customers = customers.filter(pk__lt=int(after))
+    page = list(customers[: PAGE_SIZE + 1])
+    has_next = len(page) > PAGE_SIZE
+    page = page[:PAGE_SIZE]
+    query = request.GET.copy()
+    query.pop("after", None)
+    context = {
+        "form": form,
+        "customers": page,
+        "next_after": page[-1].pk if has_next else None,
+        "query": query.urlencode(),
+        "is_first_page": not after,
+    }
+    template = "customers/_table.html" if _is_htmx(request) else "customers/list.html"
+    return render(request, template, context)
+
+
+@login_required
+def customer_detail(request, pk: int):
+    customer = selectors.get_customer(request.user, pk)
+    events = list(selectors.customer_events(customer, limit=TRAIL_PAGE + 1))
+    context = {
+        "customer": customer,
+        "identities": selectors.customer_identities(customer),
+        "relationships": selectors.customer_relationships(customer),
+        "orders": selectors.customer_orders(customer),
+        "events": events[:TRAIL_PAGE],
+        "more_events_before": events[TRAIL_PAGE - 1].occurred_at.isoformat() if len(events) > TRAIL_PAGE else None,
+        "memberships": selectors.customer_groups(customer),
+        "transfers": selectors.customer_transfers(customer),
+        "consents": customer.consents.all(),
+        "attributes": sorted(customer.attributes.items()),
+    }
+    return render(request, "customers/detail.html", context)
+
+
+@login_required
+def customer_events(request, pk: int):
+    """The next page of the behaviour trail (HTMX "load more")."""
+    customer = selectors.get_customer(request.user, pk)
+    before: datetime | None = parse_datetime(request.GET.get("before", ""))
+    events = list(selectors.customer_events(customer, limit=TRAIL_PAGE + 1, before=before))
+    context = {
+        "customer": customer,
+        "events": events[:TRAIL_PAGE],
+        "more_events_before": events[TRAIL_PAGE - 1].occurred_at.isoformat() if len(events) > TRAIL_PAGE else None,
+    }
+    return render(request, "customers/_events.html", context)
+
+
+@login_required
+def group_list(request):
+    groups = selectors.group_list(request.user).filter(dismissed_at__isnull=True)
+    groups = groups.annotate(member_count=Count("memberships", filter=Q(memberships__left_at__isnull=True)))
+    context = {"groups": groups[:500], "sees_all": sees_all_customers(request.user)}
+    return render(request, "customers/groups.html", context)
+
+
+@login_required
+def group_detail(request, pk: int):
+    try:
+        group = selectors.group_list(request.user).get(pk=pk)
+    except CommunityGroup.DoesNotExist:
+        raise Http404("Group not found") from None
+    members = selectors.group_members(request.user, group)[:500]
+    return render(request, "customers/group_detail.html", {"group": group, "members": members})
