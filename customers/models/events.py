@@ -4,6 +4,19 @@ from django.utils.translation import gettext_lazy as _
 from customers.querysets import CustomerOwnedQuerySet
 
 
+EVENT_TYPE_LABELS = {
+    "content_view": _("Read content"),
+    "page_view": _("Viewed a page"),
+    "reply": _("Replied"),
+    "group_message": _("Spoke in a group"),
+    "group_join": _("Joined a group"),
+    "share": _("Shared"),
+    "cart_add": _("Added to cart"),
+    "coupon_claim": _("Claimed a coupon"),
+    "live_view": _("Watched a live stream"),
+}
+
+
 class Event(models.Model):
     """One thing a customer did (the behaviour trail): viewed content, replied, joined a group, shared…
 
@@ -35,3 +48,8 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} @ {self.occurred_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def type_label(self) -> str:
+        """A readable name for the well-known types; integrations' own types show as they are."""
+        return str(EVENT_TYPE_LABELS.get(self.type, self.type))
