@@ -3,7 +3,6 @@ from django.utils.translation import gettext_lazy as _
 
 from customers.querysets import CustomerOwnedQuerySet
 
-
 EVENT_TYPE_LABELS = {
     "content_view": _("Read content"),
     "page_view": _("Viewed a page"),
