@@ -45,7 +45,7 @@ def test_healthz_reports_redis_down_within_seconds(client, settings, monkeypatch
 
 def test_production_settings_pass_the_deploy_check():
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
         "DJANGO_SETTINGS_MODULE": "scrm.settings",
         "DEBUG": "0",
         "SECRET_KEY": "a-real-looking-secret-key-with-enough-entropy-1f9c2b7e4d0a8c6e3b5f",
