@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import orjson
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils.translation import gettext as _
@@ -60,8 +61,15 @@ def _check_size(rows: Sequence[Any]) -> None:
         )
 
 
+def _encode_default(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(type(value).__name__)
+
+
 def _json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, default=str, ensure_ascii=False)
+    """One JSON document for a whole batch (orjson: the encoding was a tenth of the request's time)."""
+    return orjson.dumps(rows, default=_encode_default).decode()
 
 
 def _lookup_codes(model, field_name: str, values: set[str]) -> dict[str, int]:
@@ -225,7 +233,7 @@ def bulk_upsert_orders(rows: Sequence[Any], *, user, indexes: Sequence[int] | No
     parsed, errors = _parse_all(rows, indexes, _parse_order)
     result = BulkResult(errors=errors)
     with transaction.atomic():
-        keep, created_ids = _resolve_refs(
+        keep, _created = _resolve_refs(
             parsed,
             errors,
             user=user,
@@ -238,7 +246,7 @@ def bulk_upsert_orders(rows: Sequence[Any], *, user, indexes: Sequence[int] | No
             v = parsed.values[position]
             last_position[(v["source"], v["external_id"])] = position
         records = [parsed.values[position] for position in last_position.values()]
-        ids_by_key = _write_orders(records, result, created_customers=created_ids) if records else {}
+        ids_by_key = _write_orders(records, result) if records else {}
     ids_by_index = {
         parsed.indexes[pos]: ids_by_key[(parsed.values[pos]["source"], parsed.values[pos]["external_id"])]
         for pos in keep
@@ -249,13 +257,12 @@ def bulk_upsert_orders(rows: Sequence[Any], *, user, indexes: Sequence[int] | No
     return result
 
 
-def _write_orders(
-    records: list[dict[str, Any]], result: BulkResult, *, created_customers: set[int]
-) -> dict[tuple[str, str], int]:
+def _write_orders(records: list[dict[str, Any]], result: BulkResult) -> dict[tuple[str, str], int]:
     header = [{k: v for k, v in r.items() if k != "lines"} for r in records]
     with connection.cursor() as cursor:
         cursor.execute(
-            """
+            f"""
+            WITH written AS (
             INSERT INTO customers_order AS o (source, external_id, customer_id, status, ordered_at, amount,
                 refunded_amount, currency, channel_id, staff_id, created_at, updated_at)
             SELECT r.source, r.external_id, r.customer_id, r.status, r.ordered_at, r.amount, r.refunded_amount,
@@ -271,8 +278,10 @@ def _write_orders(
                    o.staff_id)
                 IS DISTINCT FROM (EXCLUDED.customer_id, EXCLUDED.status, EXCLUDED.ordered_at, EXCLUDED.amount,
                    EXCLUDED.refunded_amount, EXCLUDED.currency, EXCLUDED.channel_id, EXCLUDED.staff_id)
-            RETURNING o.id, o.source, o.external_id, (o.xmax = 0) AS inserted
-            """,
+            RETURNING o.id, o.source, o.external_id, (o.xmax = 0) AS inserted, o.customer_id, o.ordered_at
+            ), {_EXTEND_SEEN.format(time_field="ordered_at")}
+            SELECT id, source, external_id, inserted FROM written
+            """,  # noqa: S608 - only the module's own constant is interpolated
             [_json(header)],
         )
         written = {(source, ext): (pk, inserted) for pk, source, ext, inserted in cursor.fetchall()}
@@ -312,31 +321,19 @@ def _write_orders(
                 """,
                 [_json(lines)],
             )
-        touched = [r for r in records if (r["source"], r["external_id"]) in written]
-        _extend_seen(cursor, touched, "ordered_at", skip=created_customers)
     return ids
 
 
-def _extend_seen(cursor, records: list[dict[str, Any]], time_field: str, *, skip: set[int]) -> None:
-    """Move existing customers' first/last seen to cover these records (new customers were dated at creation)."""
-    spans: dict[int, list] = {}
-    for r in records:
-        if r["customer_id"] in skip:
-            continue
-        when = r[time_field]
-        span = spans.setdefault(r["customer_id"], [when, when])
-        span[0], span[1] = min(span[0], when), max(span[1], when)
-    if not spans:
-        return
-    cursor.execute(
-        """
+# Appended to a statement whose CTE `written` returns the rows it wrote: moves their customers' first/last seen
+# to cover them, in the same round trip (new customers were already dated at creation, so they do not match).
+_EXTEND_SEEN = """
+    seen AS (
         UPDATE customers_customer c SET last_seen_at = greatest(c.last_seen_at, s.latest),
             first_seen_at = least(c.first_seen_at, s.earliest)
-        FROM json_to_recordset(%s::json) AS s(id bigint, earliest timestamptz, latest timestamptz)
-        WHERE c.id = s.id AND (s.latest > c.last_seen_at OR s.earliest < c.first_seen_at)
-        """,
-        [_json([{"id": pk, "earliest": span[0], "latest": span[1]} for pk, span in spans.items()])],
-    )
+        FROM (SELECT customer_id, min({time_field}) AS earliest, max({time_field}) AS latest
+              FROM written GROUP BY customer_id) s
+        WHERE c.id = s.customer_id AND (s.latest > c.last_seen_at OR s.earliest < c.first_seen_at)
+    )"""
 
 
 # ----------------------------------------------------------------------------------------------------- events
@@ -374,7 +371,7 @@ def bulk_record_events(rows: Sequence[Any], *, user, indexes: Sequence[int] | No
     result = BulkResult(errors=errors)
     ids_by_index: dict[int, int] = {}
     with transaction.atomic():
-        keep, created_ids = _resolve_refs(
+        keep, _created = _resolve_refs(
             parsed,
             errors,
             user=user,
@@ -399,7 +396,7 @@ def bulk_record_events(rows: Sequence[Any], *, user, indexes: Sequence[int] | No
                     "dedupe_key": key,
                 },
             )
-        ids = _write_events(list(records.values()), result, created_customers=created_ids) if records else {}
+        ids = _write_events(list(records.values()), result) if records else {}
         result.unchanged += len(keep) - len(records)
         ids_by_index = {parsed.indexes[pos]: ids[key] for pos, key in key_of_position.items()}
     result.ids = [ids_by_index.get(i) for i in (indexes if indexes is not None else range(len(rows)))]
@@ -407,19 +404,22 @@ def bulk_record_events(rows: Sequence[Any], *, user, indexes: Sequence[int] | No
     return result
 
 
-def _write_events(records: list[dict[str, Any]], result: BulkResult, *, created_customers: set[int]) -> dict[str, int]:
+def _write_events(records: list[dict[str, Any]], result: BulkResult) -> dict[str, int]:
     with connection.cursor() as cursor:
         cursor.execute(
-            """
+            f"""
+            WITH written AS (
             INSERT INTO customers_event (customer_id, type, occurred_at, properties, content_ref, channel_id,
                 dedupe_key, created_at)
-            SELECT r.customer_id, r.type, r.occurred_at, coalesce(r.properties, '{}'::jsonb), r.content_ref,
+            SELECT r.customer_id, r.type, r.occurred_at, coalesce(r.properties, '{{}}'::jsonb), r.content_ref,
                 r.channel_id, r.dedupe_key, now()
             FROM json_to_recordset(%s::json) AS r(customer_id bigint, type text, occurred_at timestamptz,
                 properties jsonb, content_ref text, channel_id bigint, dedupe_key text)
             ON CONFLICT (dedupe_key) DO NOTHING
-            RETURNING id, dedupe_key
-            """,
+            RETURNING id, dedupe_key, customer_id, occurred_at
+            ), {_EXTEND_SEEN.format(time_field="occurred_at")}
+            SELECT id, dedupe_key FROM written
+            """,  # noqa: S608 - only the module's own constant is interpolated
             [_json(records)],
         )
         ids = {key: pk for pk, key in cursor.fetchall()}
@@ -429,8 +429,6 @@ def _write_events(records: list[dict[str, Any]], result: BulkResult, *, created_
         if missing:
             cursor.execute("SELECT id, dedupe_key FROM customers_event WHERE dedupe_key = ANY(%s::text[])", [missing])
             ids.update({key: pk for pk, key in cursor.fetchall()})
-        inserted = [r for r in records if r["dedupe_key"] in ids and r["dedupe_key"] not in missing]
-        _extend_seen(cursor, inserted, "occurred_at", skip=created_customers)
     return ids
 
 
