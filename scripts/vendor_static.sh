@@ -13,5 +13,7 @@ cp "$tmp/htmx.org-$HTMX/dist/htmx.min.js" "$out/htmx.min.js"
 cp "$tmp/echarts-$ECHARTS/dist/echarts.min.js" "$out/echarts.min.js"
 cp "$tmp/bootstrap-$BOOTSTRAP/dist/css/bootstrap.min.css" "$out/bootstrap.min.css"
 cp "$tmp/bootstrap-$BOOTSTRAP/dist/js/bootstrap.bundle.min.js" "$out/bootstrap.bundle.min.js"
+# Source maps are not shipped: drop their references (the manifest storage would look for the files).
+sed -i -E '/sourceMappingURL=/d' "$out/bootstrap.min.css" "$out/bootstrap.bundle.min.js"
 printf 'htmx.org %s\necharts %s\nbootstrap %s\n' "$HTMX" "$ECHARTS" "$BOOTSTRAP" > "$out/VERSIONS"
 echo "vendored into $out: $(tr '\n' ' ' < "$out/VERSIONS")"
