@@ -28,7 +28,7 @@ def _check_redis() -> None:
 def _check_celery() -> None:
     from scrm.celery import app
 
-    replies = app.control.ping(timeout=1.0)
+    replies = app.control.ping(timeout=1.0, limit=1)  # return at the first worker that answers
     if not replies:
         raise RuntimeError("no worker answered a ping within 1 s")
 
