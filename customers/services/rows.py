@@ -16,6 +16,7 @@ from django.conf import settings
 from django.utils.translation import gettext as _
 
 _MISSING = object()
+_CENT = Decimal("0.01")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +92,7 @@ class RowParser:
             self.error(field, _("Expected a number."))
             return None
         try:
-            number = Decimal(str(value).strip())
+            number = Decimal(value.strip() if isinstance(value, str) else str(value))
         except InvalidOperation:
             self.error(field, _("Expected a number, got %(value)r.") % {"value": value})
             return None
@@ -101,7 +102,7 @@ class RowParser:
         if minimum is not None and number < minimum:
             self.error(field, _("Must be at least %(min)s.") % {"min": minimum})
             return None
-        return number.quantize(Decimal("0.01"))
+        return number.quantize(_CENT)
 
     def integer(self, field: str, *, required: bool = False, minimum: int | None = None) -> int | None:
         value = self._get(field, required)

@@ -248,3 +248,11 @@ def test_openapi_schema_and_docs_are_served_offline(api):
 def test_event_factory_is_visible_in_customer_trail(api):
     event = EventFactory()
     assert api.get("/api/v1/events/").json()["results"][0]["id"] == event.pk
+
+
+def test_malformed_json_is_a_clear_400(api):
+    response = api.generic("POST", "/api/v1/orders/bulk/", '{"rows": [', content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "parse_error"
+    assert response.json()["detail"].startswith("JSON parse error")
