@@ -1,5 +1,6 @@
 """API shapes. Output serializers are read-only; writes go through the ingest and customer services."""
 
+from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from customers.models import (
@@ -217,10 +218,18 @@ class MergeOutput(serializers.ModelSerializer):
 
 
 class TransferInput(serializers.Serializer):
-    customers = serializers.ListField(child=serializers.IntegerField(), max_length=10_000)
+    """Either `customers` (ids) or `from_staff` (their whole book, e.g. when they leave)."""
+
+    customers = serializers.ListField(child=serializers.IntegerField(), max_length=10_000, required=False)
+    from_staff = serializers.IntegerField(required=False)
     to_staff = serializers.IntegerField()
     kind = serializers.ChoiceField(choices=[TransferKind.ON_JOB, TransferKind.DEPARTED], default=TransferKind.ON_JOB)
     reason = serializers.CharField(required=False, allow_blank=True, default="")
+
+    def validate(self, attrs):
+        if ("customers" in attrs) == ("from_staff" in attrs):
+            raise serializers.ValidationError(_("Give either `customers` or `from_staff`."), code="transfer_scope")
+        return attrs
 
 
 class TransferOutput(serializers.ModelSerializer):

@@ -130,10 +130,14 @@ class CustomerViewSet(viewsets.ModelViewSet):
         to_staff = Staff.objects.filter(pk=data.validated_data["to_staff"], is_active=True).first()
         if to_staff is None:
             raise ValidationError({"to_staff": [_("No active staff member with this id.")]})
-        wanted = set(data.validated_data["customers"])
-        visible = set(selectors.customer_list(request.user).filter(pk__in=wanted).values_list("pk", flat=True))
-        if missing := sorted(wanted - visible):
-            raise ValidationError({"customers": [_("Customers not found: %(ids)s") % {"ids": missing[:20]}]})
+        if "from_staff" in data.validated_data:
+            book = selectors.customer_list(request.user).filter(owner_id=data.validated_data["from_staff"])
+            visible = set(book.values_list("pk", flat=True))
+        else:
+            wanted = set(data.validated_data["customers"])
+            visible = set(selectors.customer_list(request.user).filter(pk__in=wanted).values_list("pk", flat=True))
+            if missing := sorted(wanted - visible):
+                raise ValidationError({"customers": [_("Customers not found: %(ids)s") % {"ids": missing[:20]}]})
         changed = transfer_customers(
             visible, to_staff=to_staff, kind=data.validated_data["kind"], by=request.user,
             reason=data.validated_data["reason"],

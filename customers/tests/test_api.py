@@ -256,3 +256,27 @@ def test_malformed_json_is_a_clear_400(api):
     assert response.status_code == 400
     assert response.json()["code"] == "parse_error"
     assert response.json()["detail"].startswith("JSON parse error")
+
+
+def test_transfer_a_departed_reps_whole_book(api):
+    departed, heir = StaffFactory(is_active=False), StaffFactory()
+    CustomerFactory.create_batch(4, owner=departed)
+    other = CustomerFactory(owner=StaffFactory())
+
+    response = api.post(
+        "/api/v1/customers/transfer/",
+        {"from_staff": departed.pk, "to_staff": heir.pk, "kind": "departed", "reason": "离职交接"},
+        format="json",
+    )
+
+    assert response.json() == {"transferred": 4}
+    assert Customer.objects.filter(owner=heir).count() == 4
+    other.refresh_from_db()
+    assert other.owner != heir
+
+
+def test_transfer_needs_exactly_one_scope(api):
+    response = api.post("/api/v1/customers/transfer/", {"to_staff": StaffFactory().pk}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"non_field_errors": ["Give either `customers` or `from_staff`."]}
