@@ -131,3 +131,9 @@ class NoteAdmin(admin.ModelAdmin):
 class CustomerMergeAdmin(admin.ModelAdmin):
     list_display = ("survivor", "merged", "merged_at", "undone_at")
     raw_id_fields = ("survivor", "merged", "merged_by")
+
+
+@admin.register(m.CustomAttribute)
+class CustomAttributeAdmin(admin.ModelAdmin):
+    list_display = ("key", "label", "type")
+    search_fields = ("key", "label")

@@ -170,7 +170,11 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = TIME_ZONE
 
+CELERY_TASK_PUBLISH_RETRY = False  # a dead broker fails the send at once; the domain-event sweep catches up
+
 BULK_MAX_ROWS = 10_000
+# Domain events are consumed per shard of customers (one worker per shard at a time keeps each customer's order).
+DOMAIN_EVENT_SHARDS = env("DOMAIN_EVENT_SHARDS", default=4, cast=int)
 
 LOGGING = {
     "version": 1,

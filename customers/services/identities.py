@@ -10,7 +10,8 @@ from django.db import connection
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from customers.models import Customer, IdentityKind, Staff
+from customers import domain_events
+from customers.models import Customer, DomainEventKind, IdentityKind, Staff
 from customers.services.rows import RowError, RowParser
 from customers.visibility import sees_all_customers
 
@@ -290,6 +291,7 @@ def _create_customers(refs, roots: list[int], find, *, user, seen_at) -> dict[in
                 for root, pk in zip(roots, ids, strict=True)
             ], ensure_ascii=False)],
         )  # fmt: skip
+    domain_events.record(DomainEventKind.CUSTOMER_CREATED, ids)
     return dict(zip(roots, ids, strict=True))
 
 

@@ -19,7 +19,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils.translation import gettext as _
 
-from customers.models import Channel, Gender, OrderStatus, Staff
+from customers import domain_events
+from customers.models import Channel, DomainEventKind, Gender, OrderStatus, Staff
 from customers.services.identities import CustomerRef, parse_customer_ref, parse_identities, resolve_customers
 from customers.services.rows import RowError, RowParser
 
@@ -282,13 +283,16 @@ def _write_orders(records: list[dict[str, Any]], result: BulkResult) -> dict[tup
                    o.staff_id)
                 IS DISTINCT FROM (EXCLUDED.customer_id, EXCLUDED.status, EXCLUDED.ordered_at, EXCLUDED.amount,
                    EXCLUDED.refunded_amount, EXCLUDED.currency, EXCLUDED.channel_id, EXCLUDED.staff_id)
-            RETURNING o.id, o.source, o.external_id, (o.xmax = 0) AS inserted, o.customer_id, o.ordered_at
-            ), {_EXTEND_SEEN.format(time_field="ordered_at")}
+            RETURNING o.id, o.source, o.external_id, (o.xmax = 0) AS inserted, o.customer_id, o.ordered_at,
+                o.status, o.amount, o.refunded_amount
+            ), {_EXTEND_SEEN.format(time_field="ordered_at")}, {_ORDER_OUTBOX}
             SELECT id, source, external_id, inserted FROM written
             """,  # noqa: S608 - only the module's own constant is interpolated
             [_json(header)],
         )
         written = {(source, ext): (pk, inserted) for pk, source, ext, inserted in cursor.fetchall()}
+        if written:
+            domain_events.kick_after_commit()
         ids = {key: pk for key, (pk, _inserted) in written.items()}
         result.created += sum(1 for _pk, inserted in written.values() if inserted)
         result.updated += sum(1 for _pk, inserted in written.values() if not inserted)
@@ -326,6 +330,19 @@ def _write_orders(records: list[dict[str, Any]], result: BulkResult) -> dict[tup
                 [_json(lines)],
             )
     return ids
+
+
+# The domain events of written orders: placed when new, refunded when an update refunds, updated otherwise.
+_ORDER_OUTBOX = domain_events.outbox_sql(
+    "written",
+    f"""CASE WHEN inserted THEN '{DomainEventKind.ORDER_PLACED}'
+        WHEN status IN ('refunded', 'partially_refunded') THEN '{DomainEventKind.ORDER_REFUNDED}'
+        ELSE '{DomainEventKind.ORDER_UPDATED}' END""",
+    "jsonb_build_object('order_id', id, 'status', status, 'amount', amount, 'refunded_amount', refunded_amount)",
+)
+_EVENT_OUTBOX = domain_events.outbox_sql(
+    "written", f"'{DomainEventKind.EVENT_RECORDED}'", "jsonb_build_object('event_id', id, 'type', type)"
+)
 
 
 # Appended to a statement whose CTE `written` returns the rows it wrote: moves their customers' first/last seen
@@ -420,13 +437,15 @@ def _write_events(records: list[dict[str, Any]], result: BulkResult) -> dict[str
             FROM json_to_recordset(%s::json) AS r(customer_id bigint, type text, occurred_at timestamptz,
                 properties jsonb, content_ref text, channel_id bigint, dedupe_key text)
             ON CONFLICT (dedupe_key) DO NOTHING
-            RETURNING id, dedupe_key, customer_id, occurred_at
-            ), {_EXTEND_SEEN.format(time_field="occurred_at")}
+            RETURNING id, dedupe_key, customer_id, occurred_at, type
+            ), {_EXTEND_SEEN.format(time_field="occurred_at")}, {_EVENT_OUTBOX}
             SELECT id, dedupe_key FROM written
             """,  # noqa: S608 - only the module's own constant is interpolated
             [_json(records)],
         )
         ids = {key: pk for pk, key in cursor.fetchall()}
+        if ids:
+            domain_events.kick_after_commit()
         result.created += len(ids)
         missing = [r["dedupe_key"] for r in records if r["dedupe_key"] not in ids]
         result.unchanged += len(missing)
@@ -438,6 +457,7 @@ def _write_events(records: list[dict[str, Any]], result: BulkResult) -> dict[str
 
 # -------------------------------------------------------------------------------------------------- customers
 
+_CUSTOMER_OUTBOX = domain_events.outbox_sql("updated", f"'{DomainEventKind.CUSTOMER_UPDATED}'", "'{}'::jsonb")
 _PROFILE_FIELDS = ("name", "gender", "birthday", "city", "occupation", "phone", "email", "time_zone")
 
 
@@ -542,7 +562,7 @@ def _write_customers(changes: dict[int, dict[str, Any]], *, user) -> set[int]:
             [user_id, _json(payload)],
         )
         cursor.execute(
-            """
+            f"""
             WITH r AS (SELECT id, f FROM json_to_recordset(%s::json) AS r(id bigint, f jsonb)),
             new AS (
                 SELECT c.id,
@@ -554,12 +574,13 @@ def _write_customers(changes: dict[int, dict[str, Any]], *, user) -> set[int]:
                     CASE WHEN r.f ? 'phone' THEN r.f->>'phone' ELSE c.phone END AS phone,
                     CASE WHEN r.f ? 'email' THEN r.f->>'email' ELSE c.email END AS email,
                     CASE WHEN r.f ? 'time_zone' THEN r.f->>'time_zone' ELSE c.time_zone END AS time_zone,
-                    c.attributes || coalesce(r.f->'attributes', '{}'::jsonb) AS attributes,
+                    c.attributes || coalesce(r.f->'attributes', '{{}}'::jsonb) AS attributes,
                     CASE WHEN r.f ? 'source_channel_id' THEN (r.f->>'source_channel_id')::bigint
                         ELSE c.source_channel_id END AS source_channel_id,
                     CASE WHEN r.f ? 'owner_id' THEN (r.f->>'owner_id')::bigint ELSE c.owner_id END AS owner_id
                 FROM customers_customer c JOIN r ON r.id = c.id
-            )
+            ),
+            updated AS (
             UPDATE customers_customer c SET name = new.name, gender = new.gender, birthday = new.birthday,
                 city = new.city, occupation = new.occupation, phone = new.phone, email = new.email,
                 time_zone = new.time_zone, attributes = new.attributes, source_channel_id = new.source_channel_id,
@@ -569,8 +590,13 @@ def _write_customers(changes: dict[int, dict[str, Any]], *, user) -> set[int]:
                     c.time_zone, c.attributes, c.source_channel_id, c.owner_id)
                 IS DISTINCT FROM (new.name, new.gender, new.birthday, new.city, new.occupation, new.phone,
                     new.email, new.time_zone, new.attributes, new.source_channel_id, new.owner_id)
-            RETURNING c.id
-            """,
+            RETURNING c.id AS customer_id
+            ), {_CUSTOMER_OUTBOX}
+            SELECT customer_id FROM updated
+            """,  # noqa: S608 - only the module's own constant is interpolated
             [_json(payload)],
         )
-        return {row[0] for row in cursor.fetchall()}
+        changed = {row[0] for row in cursor.fetchall()}
+    if changed:
+        domain_events.kick_after_commit()
+    return changed

@@ -8,8 +8,9 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from customers import domain_events
 from customers.exceptions import CustomerError
-from customers.models import Customer, CustomerMerge
+from customers.models import Customer, CustomerMerge, DomainEventKind
 
 
 @dataclass(frozen=True)
@@ -93,9 +94,11 @@ def merge_customers(survivor: Customer, merged: Customer, *, by=None) -> Custome
         survivor.save()
         merged.merged_into = survivor
         merged.save(update_fields=["merged_into", "updated_at"])
-        return CustomerMerge.objects.create(
+        merge = CustomerMerge.objects.create(
             survivor=survivor, merged=merged, moved=moved, merged_fields=_jsonable(original), merged_by=by
         )
+        domain_events.record(DomainEventKind.CUSTOMER_MERGED, [survivor.pk], [{"merged_id": merged.pk}])
+        return merge
 
 
 def undo_merge(merge: CustomerMerge) -> CustomerMerge:
@@ -128,6 +131,9 @@ def undo_merge(merge: CustomerMerge) -> CustomerMerge:
         merged.save(update_fields=["merged_into", "updated_at"])
         merge.undone_at = timezone.now()
         merge.save(update_fields=["undone_at"])
+        domain_events.record(
+            DomainEventKind.CUSTOMER_UPDATED, [survivor.pk, merged.pk], [{"merge_undone": merge.pk}] * 2
+        )
         return merge
 
 

@@ -4,7 +4,8 @@ from collections.abc import Iterable
 
 from django.db import connection, transaction
 
-from customers.models import AddWay, Staff, TransferKind
+from customers import domain_events
+from customers.models import AddWay, DomainEventKind, Staff, TransferKind
 
 
 def transfer_customers(
@@ -62,4 +63,6 @@ def transfer_customers(
             "UPDATE customers_customer SET owner_id = %s, updated_at = now() WHERE id = ANY(%s::bigint[])",
             [to_staff.pk, moving_ids],
         )
+        payload = {"owner_id": to_staff.pk, "transfer": kind}
+        domain_events.record(DomainEventKind.CUSTOMER_UPDATED, moving_ids, [payload] * len(moving_ids))
     return len(moving_ids)

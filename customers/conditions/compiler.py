@@ -1,0 +1,91 @@
+"""Reading a rule tree: validation with paths, compilation to one Q on Customer, and rendering in words."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import Q
+from django.utils.translation import gettext as _
+
+from customers.conditions import registry
+from customers.conditions.registry import Checker, Context, RuleError
+
+MAX_DEPTH = 12
+MAX_NODES = 200
+
+
+@dataclass(frozen=True)
+class Node:
+    """A checked rule: a group (`all`/`any`/`not`) of nodes, or a predicate with its clean parameters."""
+
+    kind: str  # "all", "any", "not" or "predicate"
+    children: tuple[Node, ...] = ()
+    predicate: str = ""
+    params: Any = None
+
+
+def check(rule: Any) -> Node:
+    """The rule, checked; RuleError lists every problem with its path (e.g. `all[1].value`)."""
+    checker = Checker()
+    counter = [0]
+    node = _check(rule, "$", checker, 0, counter)
+    if checker.issues:
+        raise RuleError(checker.issues)
+    return node
+
+
+def _check(raw: Any, at: str, checker: Checker, depth: int, counter: list[int]) -> Node:
+    counter[0] += 1
+    if counter[0] > MAX_NODES:
+        if counter[0] == MAX_NODES + 1:
+            checker.error(at, _("A rule has at most %(n)d conditions.") % {"n": MAX_NODES})
+        return Node("all")
+    if depth > MAX_DEPTH:
+        checker.error(at, _("Rules nest at most %(n)d levels deep.") % {"n": MAX_DEPTH})
+        return Node("all")
+    if not isinstance(raw, dict):
+        checker.error(at, _('Expected an object: {"all": [...]}, {"any": [...]}, {"not": {...}} or a predicate.'))
+        return Node("all")
+    groups = [key for key in ("all", "any", "not") if key in raw]
+    if groups:
+        if len(raw) != 1:
+            checker.error(at, _("A group has exactly one key (all, any or not)."))
+            return Node("all")
+        kind = groups[0]
+        if kind == "not":
+            return Node("not", (_check(raw["not"], f"{at}.not", checker, depth + 1, counter),))
+        children = raw[kind]
+        if not isinstance(children, list) or not children:
+            checker.error(f"{at}.{kind}", _("Expected a non-empty list of conditions."))
+            return Node(kind)
+        return Node(kind, tuple(_check(c, f"{at}.{kind}[{i}]", checker, depth + 1, counter)
+                                for i, c in enumerate(children)))  # fmt: skip
+    name = raw.get("predicate")
+    predicate = registry.get(name) if isinstance(name, str) else None
+    if predicate is None:
+        checker.error(f"{at}.predicate", _("Unknown predicate %(name)r; expected one of %(names)s.")
+                      % {"name": name, "names": ", ".join(registry.names())})  # fmt: skip
+        return Node("all")
+    return Node("predicate", predicate=name, params=predicate.check(raw, at, checker))
+
+
+def to_q(node: Node, ctx: Context) -> Q:
+    if node.kind == "predicate":
+        return registry.get(node.predicate).q(node.params, ctx)
+    if node.kind == "not":
+        return ~to_q(node.children[0], ctx)
+    combined = Q()
+    for child in node.children:
+        combined = combined & to_q(child, ctx) if node.kind == "all" else combined | to_q(child, ctx)
+    return combined
+
+
+def describe(node: Node, *, top: bool = True) -> str:
+    if node.kind == "predicate":
+        return registry.get(node.predicate).describe(node.params)
+    if node.kind == "not":
+        return _("NOT (%(rule)s)") % {"rule": describe(node.children[0], top=False)}
+    joiner = _(" AND ") if node.kind == "all" else _(" OR ")
+    text = joiner.join(describe(child, top=False) for child in node.children)
+    return text if top or len(node.children) == 1 else f"({text})"

@@ -1,0 +1,362 @@
+"""Predicates of the rule language, their registry, and the parameter checks they share.
+
+A predicate is a small class: `check(node, at)` turns a JSON node into clean parameters (or records precise
+errors), `q(params, ctx)` builds a `Q` on Customer, `describe(params)` renders it in the active language.
+Apps add their own predicates with `register(...)` in `AppConfig.ready()`; the engine never imports them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any, ClassVar
+
+from django.db.models import Q
+from django.db.models.lookups import (
+    Exact,
+    GreaterThan,
+    GreaterThanOrEqual,
+    IContains,
+    In,
+    IsNull,
+    IStartsWith,
+    LessThan,
+    LessThanOrEqual,
+)
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
+
+TYPES = ("text", "number", "date", "datetime", "boolean")
+OPERATORS: dict[str, tuple[str, ...]] = {
+    "text": ("eq", "ne", "in", "not_in", "contains", "starts_with", "is_set", "not_set"),
+    "number": ("eq", "ne", "lt", "lte", "gt", "gte", "between", "in", "not_in", "is_set", "not_set"),
+    "date": ("eq", "ne", "lt", "lte", "gt", "gte", "between", "is_set", "not_set"),
+    "datetime": ("lt", "lte", "gt", "gte", "between", "is_set", "not_set"),
+    "boolean": ("eq", "is_set", "not_set"),
+}
+COUNT_OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "between")
+SYMBOLS = {"eq": "=", "ne": "≠", "lt": "<", "lte": "≤", "gt": ">", "gte": "≥"}
+
+
+@dataclass(frozen=True)
+class RuleIssue:
+    path: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"path": self.path, "message": self.message}
+
+
+class RuleError(ValueError):
+    """A rule that does not validate; `issues` says where and what was expected."""
+
+    def __init__(self, issues: list[RuleIssue]) -> None:
+        super().__init__("; ".join(f"{i.path}: {i.message}" for i in issues))
+        self.issues = issues
+
+
+@dataclass
+class Checker:
+    """Collects issues while a rule is read; `at(path)` gives a child's path."""
+
+    issues: list[RuleIssue] = field(default_factory=list)
+
+    def error(self, path: str, message: str) -> None:
+        self.issues.append(RuleIssue(path or "$", message))
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a rule is evaluated against: the moment (so 'last 30 days' is exact), and optionally the only
+    customers asked about, so every aggregate subquery reads just their rows (checking one customer after an
+    order is then an index lookup, not an aggregate over the whole base)."""
+
+    now: datetime
+    customer_ids: tuple[int, ...] | None = None
+
+    @classmethod
+    def current(cls, customer_ids: tuple[int, ...] | None = None) -> Context:
+        return cls(now=timezone.now(), customer_ids=customer_ids)
+
+    def scope(self, rows, customer_field: str = "customer_id"):
+        """Limit a queryset of per-customer rows to the customers asked about, if any."""
+        if self.customer_ids is None:
+            return rows
+        return rows.filter(**{f"{customer_field}__in": self.customer_ids})
+
+    def start_of_day(self, day: date) -> datetime:
+        return datetime.combine(day, time.min, tzinfo=timezone.get_current_timezone())
+
+    def today(self) -> date:
+        return timezone.localtime(self.now).date()
+
+
+class Predicate:
+    name: ClassVar[str]
+    params: ClassVar[frozenset[str]] = frozenset()
+
+    def check(self, node: dict[str, Any], at: str, checker: Checker) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def q(self, params: dict[str, Any], ctx: Context) -> Q:
+        raise NotImplementedError
+
+    def describe(self, params: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, Predicate] = {}
+
+
+def register(predicate: type[Predicate]) -> type[Predicate]:
+    """Add a predicate (usable as a class decorator). Names are unique; the class must implement the three methods."""
+    name = getattr(predicate, "name", "")
+    if not name or not name.replace("_", "").isalnum():
+        raise ValueError(f"predicate {predicate!r} needs a snake_case name")
+    for method in ("check", "q", "describe"):
+        if getattr(predicate, method) is getattr(Predicate, method):
+            raise ValueError(f"predicate {name} must implement {method}()")
+    if name in _REGISTRY and type(_REGISTRY[name]) is not predicate:
+        raise ValueError(f"predicate {name} is already registered by {type(_REGISTRY[name]).__name__}")
+    _REGISTRY[name] = predicate()
+    return predicate
+
+
+def get(name: str) -> Predicate | None:
+    return _REGISTRY.get(name)
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+# ---------------------------------------------------------------------------------------------- parameters
+
+
+def reject_unknown(node: dict, allowed: frozenset[str], at: str, checker: Checker) -> None:
+    for key in sorted(set(node) - allowed - {"predicate"}):
+        checker.error(f"{at}.{key}", _("Unknown parameter for this predicate."))
+
+
+def parse_scalar(value: Any, value_type: str) -> Any:
+    """A JSON value as `value_type`, or ValueError."""
+    if value_type == "text":
+        if not isinstance(value, str):
+            raise ValueError
+        return value
+    if value_type == "number":
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError
+        try:
+            number = Decimal(str(value))
+        except InvalidOperation:
+            raise ValueError from None
+        if not number.is_finite():
+            raise ValueError
+        return number
+    if value_type == "date":
+        if not isinstance(value, str):
+            raise ValueError
+        return date.fromisoformat(value)
+    if value_type == "datetime":
+        if not isinstance(value, str):
+            raise ValueError
+        parsed = datetime.fromisoformat(value)
+        return parsed if parsed.tzinfo else timezone.make_aware(parsed)
+    if value_type == "boolean":
+        if not isinstance(value, bool):
+            raise ValueError
+        return value
+    raise ValueError
+
+
+EXPECTED = {
+    "text": gettext_noop("text"),
+    "number": gettext_noop("a number"),
+    "date": gettext_noop("a date like 2026-05-01"),
+    "datetime": gettext_noop("a date and time like 2026-05-01T10:00:00+08:00"),
+    "boolean": gettext_noop("true or false"),
+}
+
+
+def check_comparison(
+    node: dict, at: str, checker: Checker, value_type: str, operators: tuple[str, ...] | None = None
+) -> tuple[str, Any] | None:
+    """`op` and `value` of a comparison, typed; None (with issues recorded) when they are wrong."""
+    allowed = operators or OPERATORS[value_type]
+    op = node.get("op")
+    if op not in allowed:
+        checker.error(f"{at}.op", _("Expected one of %(ops)s for %(type)s.") % {"ops": ", ".join(allowed),
+                                                                                 "type": value_type})  # fmt: skip
+        return None
+    if op in ("is_set", "not_set"):
+        return op, None
+    value = node.get("value")
+    try:
+        if op in ("in", "not_in"):
+            if not isinstance(value, list) or not value:
+                raise ValueError
+            return op, [parse_scalar(v, value_type) for v in value]
+        if op == "between":
+            if not isinstance(value, list) or len(value) != 2:
+                raise ValueError
+            low, high = (parse_scalar(v, value_type) for v in value)
+            if low > high:
+                checker.error(f"{at}.value", _("The lower bound is above the upper bound."))
+                return None
+            return op, (low, high)
+        return op, parse_scalar(value, value_type)
+    except (ValueError, TypeError):
+        shape = {"in": _("a non-empty list of %s"), "not_in": _("a non-empty list of %s"),
+                 "between": _("a list of two values, each %s")}.get(op, "%s")  # fmt: skip
+        checker.error(f"{at}.value", _("Expected %(what)s.") % {"what": shape % _(EXPECTED[value_type])})
+        return None
+
+
+def compare_q(lhs: Any, op: str, value: Any, *, blank_is_unset: bool = False) -> Q:
+    """`lhs op value` as a two-valued Q: never SQL's "unknown", so `not` means what it says.
+
+    Unset values (NULL, or '' where `blank_is_unset`) satisfy only ne, not_in and not_set.
+    """
+    unset = Q(IsNull(lhs, True))
+    if blank_is_unset:
+        unset |= Q(Exact(lhs, ""))
+    if op == "is_set":
+        return ~unset
+    if op == "not_set":
+        return unset
+    if op == "ne":
+        return unset | (~unset & ~Q(Exact(lhs, value)))
+    if op == "not_in":
+        return unset | (~unset & ~Q(In(lhs, list(value))))
+    if op == "eq":
+        test = Q(Exact(lhs, value))
+    elif op == "in":
+        test = Q(In(lhs, list(value)))
+    elif op == "contains":
+        test = Q(IContains(lhs, value))
+    elif op == "starts_with":
+        test = Q(IStartsWith(lhs, value))
+    elif op == "between":
+        test = Q(GreaterThanOrEqual(lhs, value[0])) & Q(LessThanOrEqual(lhs, value[1]))
+    else:
+        lookup = {"lt": LessThan, "lte": LessThanOrEqual, "gt": GreaterThan, "gte": GreaterThanOrEqual}[op]
+        test = Q(lookup(lhs, value))
+    return ~unset & test  # FALSE AND unknown is FALSE
+
+
+def satisfies(actual: Any, op: str, value: Any) -> bool:
+    """The comparison in Python, for a set value (used to know whether zero/no rows satisfies a count rule)."""
+    if op == "eq":
+        return actual == value
+    if op == "ne":
+        return actual != value
+    if op == "between":
+        return value[0] <= actual <= value[1]
+    return {"lt": actual < value, "lte": actual <= value, "gt": actual > value, "gte": actual >= value}[op]
+
+
+def describe_comparison(op: str, value: Any) -> str:
+    if op == "is_set":
+        return _("is set")
+    if op == "not_set":
+        return _("is not set")
+    if op == "in":
+        return _("is one of %(values)s") % {"values": "、".join(str(v) for v in value)}
+    if op == "not_in":
+        return _("is none of %(values)s") % {"values": "、".join(str(v) for v in value)}
+    if op == "contains":
+        return _("contains “%(value)s”") % {"value": value}
+    if op == "starts_with":
+        return _("starts with “%(value)s”") % {"value": value}
+    if op == "between":
+        return _("is between %(low)s and %(high)s") % {"low": value[0], "high": value[1]}
+    return f"{SYMBOLS[op]} {value}"
+
+
+# ------------------------------------------------------------------------------------------------- windows
+
+
+@dataclass(frozen=True)
+class Window:
+    last_days: int | None = None
+    since: date | None = None
+    until: date | None = None
+
+    def bounds(self, ctx: Context) -> tuple[datetime | None, datetime | None]:
+        """[start, end) for the window, or (None, None) for 'ever'."""
+        if self.last_days is not None:
+            return ctx.now - timedelta(days=self.last_days), None
+        start = ctx.start_of_day(self.since) if self.since else None
+        end = ctx.start_of_day(self.until + timedelta(days=1)) if self.until else None
+        return start, end
+
+    def filter(self, field_name: str, ctx: Context) -> Q:
+        start, end = self.bounds(ctx)
+        q = Q()
+        if start is not None:
+            q &= Q(**{f"{field_name}__gte": start})
+        if end is not None:
+            q &= Q(**{f"{field_name}__lt": end})
+        return q
+
+    def describe(self) -> str:
+        if self.last_days is not None:
+            return _("in the last %(days)d days") % {"days": self.last_days}
+        if self.since and self.until:
+            return _("between %(since)s and %(until)s") % {"since": self.since, "until": self.until}
+        if self.since:
+            return _("since %(since)s") % {"since": self.since}
+        if self.until:
+            return _("until %(until)s") % {"until": self.until}
+        return _("ever")
+
+
+def check_window(node: dict, at: str, checker: Checker) -> Window:
+    raw = node.get("window")
+    if raw in (None, "ever"):
+        return Window()
+    if not isinstance(raw, dict) or not raw or set(raw) - {"last_days", "since", "until"}:
+        checker.error(f"{at}.window", _('Expected "ever", {"last_days": N} or {"since": date, "until": date}.'))
+        return Window()
+    if "last_days" in raw:
+        days = raw["last_days"]
+        if set(raw) != {"last_days"} or not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= 3650:
+            checker.error(f"{at}.window.last_days", _("Expected a whole number of days from 1 to 3650, alone."))
+            return Window()
+        return Window(last_days=days)
+    try:
+        since = date.fromisoformat(raw["since"]) if "since" in raw else None
+        until = date.fromisoformat(raw["until"]) if "until" in raw else None
+    except (TypeError, ValueError):
+        checker.error(f"{at}.window", _("Expected dates like 2026-05-01."))
+        return Window()
+    if since and until and since > until:
+        checker.error(f"{at}.window", _("The window starts after it ends."))
+    return Window(since=since, until=until)
+
+
+def check_string_list(node: dict, key: str, at: str, checker: Checker, *, required: bool = False) -> list[str]:
+    raw = node.get(key)
+    if raw is None:
+        if required:
+            checker.error(f"{at}.{key}", _("This parameter is required."))
+        return []
+    if not isinstance(raw, list) or not raw or not all(isinstance(v, str) and v for v in raw):
+        checker.error(f"{at}.{key}", _("Expected a non-empty list of texts."))
+        return []
+    return list(raw)
+
+
+def check_int_list(node: dict, key: str, at: str, checker: Checker) -> list[int]:
+    raw = node.get(key)
+    if not isinstance(raw, list) or not raw or not all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
+        checker.error(f"{at}.{key}", _("Expected a non-empty list of ids."))
+        return []
+    return list(raw)
+
+
+Describer = Callable[[dict[str, Any]], str]

@@ -1,0 +1,210 @@
+"""Domain events: written in the writer's transaction, consumed after commit, in order per customer.
+
+Writers call `record(...)` (or append `OUTBOX_SQL` to a statement whose CTE returns the rows it wrote), inside
+their transaction. `kick_after_commit()` asks a worker to consume once the transaction commits; if the broker is
+down the request still succeeds and the periodic sweep (`sweep`, every few seconds from beat) catches up.
+
+Events are split into shards by customer (`customer_id % DOMAIN_EVENT_SHARDS`); one consumer at a time holds a
+shard (a Postgres advisory lock), so each customer's events are handled in id order. Consumers are registered by
+the apps that care (`register_consumer` in `AppConfig.ready()`); each receives a batch of events and must be
+idempotent: an event is marked processed only after every consumer handled it, so a crash replays the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from customers.models import DomainEvent
+
+logger = logging.getLogger(__name__)
+
+LOCK_NAMESPACE = 0x5C12  # advisory lock key space: (namespace, shard)
+MAX_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class Consumer:
+    name: str
+    kinds: frozenset[str]
+    handle: Callable[[list[DomainEvent]], None]
+
+
+_CONSUMERS: dict[str, Consumer] = {}
+
+
+def register_consumer(name: str, kinds: Iterable[str], handle: Callable[[list[DomainEvent]], None]) -> None:
+    """Register `handle(events)` for these kinds (`"*"` for all). It runs inside the consuming transaction."""
+    kinds = frozenset(kinds)
+    if not kinds or not callable(handle):
+        raise ValueError(f"consumer {name} needs kinds and a callable")
+    _CONSUMERS[name] = Consumer(name, kinds, handle)
+
+
+def consumers() -> list[Consumer]:
+    return list(_CONSUMERS.values())
+
+
+def shard_count() -> int:
+    return settings.DOMAIN_EVENT_SHARDS
+
+
+# ----------------------------------------------------------------------------------------------------- writing
+
+
+def record(kind: str, customer_ids: Iterable[int], payloads: Sequence[dict[str, Any]] | None = None) -> int:
+    """Write one event of `kind` per customer (with its payload), in the caller's transaction; kicks consumers."""
+    ids = list(customer_ids)
+    if not ids:
+        return 0
+    rows = [{"c": pk, "p": payloads[i] if payloads else {}} for i, pk in enumerate(ids)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO customers_domainevent (kind, customer_id, payload, occurred_at, attempts, last_error)
+            SELECT %s, r.c, coalesce(r.p, '{}'::jsonb), now(), 0, ''
+            FROM json_to_recordset(%s::json) AS r(c bigint, p jsonb)
+            """,
+            [kind, orjson.dumps(rows, default=str).decode()],
+        )
+    kick_after_commit()
+    return len(ids)
+
+
+def outbox_sql(source: str, kind_sql: str, payload_sql: str, *, where: str = "TRUE") -> str:
+    """A CTE (`outbox AS (INSERT …)`) appending events for the rows of CTE `source` in the same statement."""
+    # Callers pass their own SQL constants, never input.
+    return f"""
+    outbox AS (
+        INSERT INTO customers_domainevent (kind, customer_id, payload, occurred_at, attempts, last_error)
+        SELECT {kind_sql}, customer_id, {payload_sql}, now(), 0, '' FROM {source} WHERE {where}
+    )"""  # noqa: S608
+
+
+def kick_after_commit() -> None:
+    """Ask a worker to consume once the current transaction commits (registered once per transaction)."""
+    if any(func is enqueue_consumers for _sids, func, _robust in connection.run_on_commit):
+        return
+    transaction.on_commit(enqueue_consumers)
+
+
+def enqueue_consumers() -> bool:
+    """Send the consume task; never raises (a broker that is down leaves the work to the sweep).
+
+    The broker settings (connect timeout 1 s, no publish retry) make a dead Redis fail here within a second.
+    """
+    from customers.tasks import consume_domain_events
+
+    try:
+        consume_domain_events.apply_async(retry=False)
+    except Exception as exc:  # kombu/redis raise many kinds; none may fail the write that already committed
+        logger.warning("domain_events.enqueue_failed", extra={"error": str(exc)})
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------------- consuming
+
+
+def _try_lock(shard: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_NAMESPACE, shard])
+        return cursor.fetchone()[0]
+
+
+def _unlock(shard: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_NAMESPACE, shard])
+
+
+def _pending(shard: int, limit: int) -> list[DomainEvent]:
+    return list(
+        DomainEvent.objects.raw(
+            """
+            SELECT * FROM customers_domainevent
+            WHERE processed_at IS NULL AND customer_id %% %s = %s AND (retry_at IS NULL OR retry_at <= now())
+            ORDER BY id LIMIT %s
+            """,
+            [shard_count(), shard, limit],
+        )
+    )
+
+
+def _dispatch(events: list[DomainEvent]) -> None:
+    for consumer in _CONSUMERS.values():
+        mine = events if "*" in consumer.kinds else [e for e in events if e.kind in consumer.kinds]
+        if mine:
+            consumer.handle(mine)
+
+
+def _mark_processed(ids: list[int]) -> None:
+    DomainEvent.objects.filter(pk__in=ids).update(processed_at=timezone.now())
+
+
+def consume(shard: int, *, batch_size: int = 500, max_batches: int = 200) -> int:
+    """Handle this shard's pending events, oldest first; returns how many. Safe to call from many workers."""
+    handled = 0
+    while True:
+        if not _try_lock(shard):
+            return handled  # another worker holds the shard and will see our events
+        try:
+            for _batch in range(max_batches):
+                done = _consume_batch(shard, batch_size)
+                handled += done
+                if done == 0:
+                    break
+        finally:
+            _unlock(shard)
+        # An event committed between our last look and the unlock was left by its kick (the lock was held):
+        # look once more so it is not left for the sweep.
+        if not _pending(shard, 1):
+            return handled
+
+
+def _consume_batch(shard: int, batch_size: int) -> int:
+    events = _pending(shard, batch_size)
+    if not events:
+        return 0
+    try:
+        with transaction.atomic():
+            _dispatch(events)
+            _mark_processed([e.pk for e in events])
+    except Exception:
+        logger.exception("domain_events.batch_failed", extra={"shard": shard, "first": events[0].pk})
+        for event in events:  # isolate the failing event; the others go through
+            _consume_one(event)
+    return len(events)
+
+
+def _consume_one(event: DomainEvent) -> None:
+    try:
+        with transaction.atomic():
+            _dispatch([event])
+            _mark_processed([event.pk])
+    except Exception as exc:
+        attempts = event.attempts + 1
+        gave_up = attempts >= MAX_ATTEMPTS
+        DomainEvent.objects.filter(pk=event.pk).update(
+            attempts=attempts,
+            last_error=f"{type(exc).__name__}: {exc}"[:2000],
+            retry_at=timezone.now() + timedelta(seconds=min(2**attempts, 3600)),
+            processed_at=timezone.now() if gave_up else None,
+        )
+        logger.exception("domain_events.event_failed", extra={"event": event.pk, "attempts": attempts})
+
+
+def consume_all() -> int:
+    """Consume every shard not already held by another worker (what a task and the sweep both run)."""
+    return sum(consume(shard) for shard in range(shard_count()))
+
+
+def pending_count() -> int:
+    return DomainEvent.objects.filter(processed_at__isnull=True).count()
