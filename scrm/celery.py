@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scrm.settings")
 
@@ -13,4 +14,16 @@ app.autodiscover_tasks()
 app.conf.beat_schedule = {
     # Domain events whose after-commit task was lost (broker down, worker killed) are consumed within seconds.
     "sweep-domain-events": {"task": "customers.tasks.sweep_domain_events", "schedule": 5.0, "options": {"expires": 4}},
+    # Auto-tag rules with windows relative to now ("last 30 days") change with the clock alone.
+    "tags-time-relative-rules": {
+        "task": "tags.tasks.evaluate_time_relative_rules",
+        "schedule": crontab(minute=7),
+        "options": {"expires": 3000},
+    },
+    # Every rule in full at night: the backstop behind incremental evaluation.
+    "tags-all-rules": {
+        "task": "tags.tasks.evaluate_all_rules",
+        "schedule": crontab(hour=3, minute=17),
+        "options": {"expires": 3000},
+    },
 }

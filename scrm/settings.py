@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "scrm",
     "accounts",
     "customers",
+    "tags",
 ]
 
 MIDDLEWARE = [

@@ -89,3 +89,22 @@ def describe(node: Node, *, top: bool = True) -> str:
     joiner = _(" AND ") if node.kind == "all" else _(" OR ")
     text = joiner.join(describe(child, top=False) for child in node.children)
     return text if top or len(node.children) == 1 else f"({text})"
+
+
+def predicates_of(node: Node) -> list[tuple[str, Any]]:
+    """Every (predicate name, params) in the tree."""
+    if node.kind == "predicate":
+        return [(node.predicate, node.params)]
+    return [found for child in node.children for found in predicates_of(child)]
+
+
+def reacts_to(node: Node) -> frozenset[str]:
+    """The domain event kinds that can change whether a customer matches ("*" for any)."""
+    kinds: set[str] = set()
+    for name, _params in predicates_of(node):
+        kinds |= registry.get(name).reacts_to
+    return frozenset(kinds)
+
+
+def is_time_relative(node: Node) -> bool:
+    return any(registry.get(name).is_time_relative(params) for name, params in predicates_of(node))

@@ -51,6 +51,10 @@ from customers.conditions.registry import (
 )
 from customers.models import CustomAttribute, Event, GroupMembership, Order, OrderLine
 
+PROFILE_CHANGES = frozenset({"customer.created", "customer.updated", "customer.merged"})
+ORDER_CHANGES = frozenset({"order.placed", "order.updated", "order.refunded", "customer.merged"})
+EVENT_CHANGES = frozenset({"event.recorded", "customer.merged"})
+
 # Profile fields a rule may compare, with their type; `attributes.<key>` reaches declared custom attributes.
 PROFILE_FIELDS: dict[str, str] = {
     "name": "text",
@@ -99,6 +103,7 @@ class AttributePredicate(Predicate):
 
     name = "attribute"
     params = frozenset({"field", "op", "value"})
+    reacts_to = PROFILE_CHANGES
 
     def check(self, node, at, checker):
         reject_unknown(node, self.params, at, checker)
@@ -143,6 +148,10 @@ class DateRelativePredicate(Predicate):
 
     name = "date_relative"
     params = frozenset({"field", "anniversary_within_days", "more_than_days_ago", "less_than_days_ago"})
+    reacts_to = PROFILE_CHANGES
+
+    def is_time_relative(self, params):
+        return True
 
     def check(self, node, at, checker):
         reject_unknown(node, self.params, at, checker)
@@ -196,6 +205,7 @@ class ChannelPredicate(Predicate):
 
     name = "channel"
     params = frozenset({"in"})
+    reacts_to = PROFILE_CHANGES
 
     def check(self, node, at, checker):
         reject_unknown(node, self.params, at, checker)
@@ -214,6 +224,7 @@ class OwnerPredicate(Predicate):
 
     name = "owner"
     params = frozenset({"in", "is_set"})
+    reacts_to = PROFILE_CHANGES
 
     def check(self, node, at, checker):
         reject_unknown(node, self.params, at, checker)
@@ -306,6 +317,10 @@ def _counted_orders(params, ctx: Context):
 class _OrderAggregate(Predicate):
     params = frozenset({"op", "value", "window", "products", "categories"})
     value_type = "number"
+    reacts_to = ORDER_CHANGES
+
+    def is_time_relative(self, params):
+        return params["window"].last_days is not None
 
     def check(self, node, at, checker):
         reject_unknown(node, self.params, at, checker)
@@ -398,6 +413,10 @@ class BoughtPredicate(Predicate):
 
     name = "bought"
     params = frozenset({"products", "categories", "window"})
+    reacts_to = ORDER_CHANGES
+
+    def is_time_relative(self, params):
+        return params["window"].last_days is not None
 
     def check(self, node, at, checker):
         reject_unknown(node, self.params, at, checker)
@@ -426,6 +445,9 @@ def _days_since(latest_expression, ctx: Context):
 class _DaysSince(Predicate):
     params = frozenset({"op", "value"})
 
+    def is_time_relative(self, params):
+        return params["op"] not in ("is_set", "not_set")
+
     def check_days(self, node, at, checker) -> dict:
         comparison = check_comparison(node, at, checker, "number", (*COUNT_OPERATORS, "is_set", "not_set"))
         if comparison is None:
@@ -447,6 +469,7 @@ class DaysSinceLastOrderPredicate(_DaysSince):
     """`{"predicate": "days_since_last_order", "op": "gt", "value": 90}`; never-buyers match only not_set."""
 
     name = "days_since_last_order"
+    reacts_to = ORDER_CHANGES
 
     def check(self, node, at, checker):
         reject_unknown(node, self.params, at, checker)
@@ -495,6 +518,10 @@ class EventCountPredicate(Predicate):
 
     name = "event_count"
     params = frozenset({"type", "properties", "op", "value", "window"})
+    reacts_to = EVENT_CHANGES
+
+    def is_time_relative(self, params):
+        return params["window"].last_days is not None
 
     def check(self, node, at, checker):
         reject_unknown(node, self.params, at, checker)
@@ -523,6 +550,7 @@ class DaysSinceLastEventPredicate(_DaysSince):
 
     name = "days_since_last_event"
     params = frozenset({"type", "properties", "op", "value"})
+    reacts_to = EVENT_CHANGES
 
     def check(self, node, at, checker):
         reject_unknown(node, self.params, at, checker)

@@ -97,6 +97,13 @@ class Context:
 class Predicate:
     name: ClassVar[str]
     params: ClassVar[frozenset[str]] = frozenset()
+    # Domain event kinds after which a customer's result may change ("*": any), so incremental evaluation can
+    # skip rules an event cannot affect.
+    reacts_to: ClassVar[frozenset[str]] = frozenset({"*"})
+
+    def is_time_relative(self, params: dict[str, Any]) -> bool:
+        """Whether the result can change with the clock alone (then hourly sweeps re-evaluate it)."""
+        return False
 
     def check(self, node: dict[str, Any], at: str, checker: Checker) -> dict[str, Any]:
         raise NotImplementedError

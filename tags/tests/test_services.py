@@ -1,0 +1,166 @@
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from customers import domain_events
+from customers.conditions import RuleError
+from customers.models import DomainEvent
+from customers.tests.factories import CustomerFactory, OrderFactory, UserFactory
+from tags import services
+from tags.models import CustomerTag, TagHistory, TagKind, TagSource
+from tags.tests.factories import AnswerCodeFactory, QuestionFactory, TagFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def tags_of(customer) -> set[tuple[int, str]]:
+    return set(CustomerTag.objects.filter(customer=customer).values_list("tag_id", "source"))
+
+
+def events_of(kind: str) -> list[tuple[int, int]]:
+    return [(e.customer_id, e.payload["tag_id"]) for e in DomainEvent.objects.filter(kind=kind).order_by("id")]
+
+
+def big_spender_rule(threshold=1000):
+    return {"predicate": "orders_sum", "op": "gt", "value": threshold, "window": {"last_days": 365}}
+
+
+def test_adding_a_tag_twice_links_it_once_with_one_history_row_and_one_event():
+    customer, tag = CustomerFactory(), TagFactory()
+    user = UserFactory()
+
+    assert services.add_tags([customer.pk], [tag.pk], source=TagSource.MANUAL, by=user) == 1
+    assert services.add_tags([customer.pk], [tag.pk], source=TagSource.MANUAL, by=user) == 0
+
+    assert tags_of(customer) == {(tag.pk, "manual")}
+    assert list(TagHistory.objects.values_list("action", "source", "by")) == [("added", "manual", user.pk)]
+    assert events_of("tag.added") == [(customer.pk, tag.pk)]
+
+
+def test_a_second_source_adds_a_link_but_no_tag_added_event():
+    customer, tag = CustomerFactory(), TagFactory()
+    services.add_tags([customer.pk], [tag.pk], source=TagSource.MANUAL)
+
+    services.add_tags([customer.pk], [tag.pk], source=TagSource.API)
+
+    assert tags_of(customer) == {(tag.pk, "manual"), (tag.pk, "api")}
+    assert len(events_of("tag.added")) == 1
+
+
+def test_removing_one_source_keeps_the_tag_and_removing_the_last_emits_tag_removed():
+    customer, tag = CustomerFactory(), TagFactory()
+    services.add_tags([customer.pk], [tag.pk], source=TagSource.MANUAL)
+    services.add_tags([customer.pk], [tag.pk], source=TagSource.API)
+
+    services.remove_tags([customer.pk], [tag.pk], sources=[TagSource.API])
+    assert events_of("tag.removed") == []
+    services.remove_tags([customer.pk], [tag.pk], sources=[TagSource.MANUAL])
+
+    assert tags_of(customer) == set()
+    assert events_of("tag.removed") == [(customer.pk, tag.pk)]
+    assert TagHistory.objects.filter(action="removed").count() == 2
+
+
+def test_a_rule_tags_matching_customers_and_untags_the_lapsed_but_not_the_hand_given():
+    tag = TagFactory()
+    spender, lapsed, hand_tagged = CustomerFactory(), CustomerFactory(), CustomerFactory()
+    OrderFactory(customer=spender, amount=Decimal(1500), ordered_at=timezone.now())
+    services.add_tags([lapsed.pk], [tag.pk], source=TagSource.RULE)
+    services.add_tags([hand_tagged.pk], [tag.pk], source=TagSource.RULE)
+    services.add_tags([hand_tagged.pk], [tag.pk], source=TagSource.MANUAL)
+    rule = services.save_rule(tag, big_spender_rule())
+
+    run = services.apply_rule(rule)
+
+    assert (run.matched, run.added, run.removed) == (1, 1, 2)
+    assert tags_of(spender) == {(tag.pk, "rule")}
+    assert tags_of(lapsed) == set()
+    assert tags_of(hand_tagged) == {(tag.pk, "manual")}
+    tag.refresh_from_db()
+    assert tag.kind == TagKind.AUTO
+    rule.refresh_from_db()
+    assert rule.is_time_relative is True
+    assert rule.last_run_stats["added"] == 1
+
+
+def test_incremental_evaluation_touches_only_the_given_customers():
+    tag = TagFactory()
+    asked, other = CustomerFactory(), CustomerFactory()
+    for customer in (asked, other):
+        OrderFactory(customer=customer, amount=Decimal(2000), ordered_at=timezone.now())
+    rule = services.save_rule(tag, big_spender_rule())
+
+    run = services.apply_rule(rule, customer_ids=[asked.pk])
+
+    assert (run.added, run.full) == (1, False)
+    assert tags_of(asked) == {(tag.pk, "rule")}
+    assert tags_of(other) == set()
+
+
+def test_an_order_event_makes_the_consumer_apply_the_rule():
+    tag = TagFactory()
+    customer = CustomerFactory()
+    rule = services.save_rule(tag, big_spender_rule())
+    services.apply_rule(rule)
+    DomainEvent.objects.update(processed_at=timezone.now())
+    OrderFactory(customer=customer, amount=Decimal(3000), ordered_at=timezone.now())
+    domain_events.record("order.placed", [customer.pk])
+
+    domain_events.consume_all()
+
+    assert tags_of(customer) == {(tag.pk, "rule")}
+    assert DomainEvent.objects.filter(processed_at__isnull=True).count() == 0
+    assert events_of("tag.added") == [(customer.pk, tag.pk)]
+
+
+def test_a_rule_that_feeds_back_into_its_own_tag_is_refused():
+    first, second = TagFactory(), TagFactory()
+    services.save_rule(second, {"predicate": "has_tag", "tags": [first.pk]})
+
+    with pytest.raises(RuleError) as refused:
+        services.save_rule(first, {"predicate": "lacks_tag", "tags": [second.pk]})
+
+    assert "own tag" in str(refused.value)
+    first.refresh_from_db()
+    assert first.kind == TagKind.MANUAL
+
+
+def test_turning_a_rule_off_removes_the_tags_it_gave():
+    tag = TagFactory()
+    customer = CustomerFactory()
+    OrderFactory(customer=customer, amount=Decimal(3000), ordered_at=timezone.now())
+    rule = services.save_rule(tag, big_spender_rule())
+    services.apply_rule(rule)
+
+    services.save_rule(tag, big_spender_rule(), is_active=False)
+
+    assert tags_of(customer) == set()
+
+
+def test_questionnaire_answers_give_their_codes_tags_and_replace_earlier_answers():
+    acne, dry = TagFactory(name="痘痘困扰"), TagFactory(name="干皮")
+    question = QuestionFactory(code="Q1")
+    AnswerCodeFactory(question=question, code="3", label="痘痘", tag=acne)
+    AnswerCodeFactory(question=question, code="4", label="干燥", tag=dry)
+    customer = CustomerFactory()
+
+    services.submit_answers(question.questionnaire, customer, {"Q1": "3"})
+    assert tags_of(customer) == {(acne.pk, "questionnaire")}
+    response = services.submit_answers(question.questionnaire, customer, {"Q1": "4"})
+
+    assert tags_of(customer) == {(dry.pk, "questionnaire")}
+    assert response.answers == {"Q1": "4"}
+
+
+def test_unknown_questions_and_codes_are_refused_with_every_problem_and_nothing_written():
+    question = QuestionFactory(code="Q1")
+    AnswerCodeFactory(question=question, code="3")
+    customer = CustomerFactory()
+
+    with pytest.raises(services.TagError) as refused:
+        services.submit_answers(question.questionnaire, customer, {"Q1": "9", "Q7": "1"})
+
+    assert set(refused.value.errors) == {"answers.Q1", "answers.Q7"}
+    assert "expected one of 3" in refused.value.errors["answers.Q1"][0]
+    assert not customer.questionnaire_responses.exists()
