@@ -32,7 +32,7 @@ class QuestionFactory(factory.django.DjangoModelFactory):
 
     questionnaire = factory.SubFactory(QuestionnaireFactory)
     code = factory.Sequence(lambda n: f"Q{n}")
-    text = "您最关心的肌肤问题？"
+    text = "您最关心的肌肤问题"
 
 
 class AnswerCodeFactory(factory.django.DjangoModelFactory):
