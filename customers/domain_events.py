@@ -13,6 +13,7 @@ idempotent: an event is marked processed only after every consumer handled it, s
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -96,16 +97,25 @@ def kick_after_commit() -> None:
     transaction.on_commit(enqueue_consumers)
 
 
+_broker_down_until = 0.0
+BROKER_BACKOFF_SECONDS = 2.0
+
+
 def enqueue_consumers() -> bool:
     """Send the consume task; never raises (a broker that is down leaves the work to the sweep).
 
-    The broker settings (connect timeout 1 s, no publish retry) make a dead Redis fail here within a second.
+    The broker settings (connect timeout 1 s, no publish retry) make a dead Redis fail here within a second;
+    after a failure the next sends are skipped for a moment, so an outage costs the following writes nothing.
     """
+    global _broker_down_until
     from customers.tasks import consume_domain_events
 
+    if time.monotonic() < _broker_down_until:
+        return False
     try:
         consume_domain_events.apply_async(retry=False)
     except Exception as exc:  # kombu/redis raise many kinds; none may fail the write that already committed
+        _broker_down_until = time.monotonic() + BROKER_BACKOFF_SECONDS
         logger.warning("domain_events.enqueue_failed", extra={"error": str(exc)})
         return False
     return True
