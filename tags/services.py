@@ -23,6 +23,7 @@ from customers.models import Customer, DomainEventKind
 from tags.models import (
     AnswerCode,
     CustomerTag,
+    Question,
     Questionnaire,
     QuestionnaireResponse,
     Tag,
@@ -281,7 +282,62 @@ def apply_rules(*, time_relative_only: bool = False) -> dict[int, RuleRun]:
     return {rule.pk: apply_rule(rule) for rule in rules}
 
 
+# ------------------------------------------------------------------------------------------------------- tags
+
+
+def rules_using(tag: Tag) -> list[TagRule]:
+    """Other tags' rules that name this tag (has_tag / lacks_tag)."""
+    using = []
+    for tag_rule in TagRule.objects.exclude(tag=tag).select_related("tag").order_by("pk"):
+        try:
+            node = validate_rule(tag_rule.rule)
+        except RuleError:
+            continue
+        if any(name in ("has_tag", "lacks_tag") and tag.pk in p["tags"] for name, p in predicates_of(node)):
+            using.append(tag_rule)
+    return using
+
+
+def delete_tag(tag: Tag, *, by=None) -> None:
+    """Take the tag off every customer (with `tag.removed` events, so what reacts to tags hears of it), then delete
+    it; its history goes with it."""
+    with transaction.atomic():
+        if hasattr(tag, "rule"):
+            delete_rule(tag.rule)
+        carriers = Customer.objects.filter(tag_links__tag=tag)
+        remove_tags(carriers, [tag.pk], sources=TagSource.values, by=by)
+        tag.delete()
+
+
 # ----------------------------------------------------------------------------------------------- questionnaires
+
+
+@transaction.atomic
+def save_questionnaire(questionnaire: Questionnaire | None, data: dict[str, Any]) -> Questionnaire:
+    """Create or replace a questionnaire with its questions and answer codes, matched by code: kept codes keep
+    their rows, missing ones are deleted. Stored answers are not re-read; changed codebooks apply to answers
+    submitted afterwards."""
+    fields = {k: v for k, v in data.items() if k != "questions"}
+    if questionnaire is None:
+        questionnaire = Questionnaire.objects.create(**fields)
+    else:
+        for name, value in fields.items():
+            setattr(questionnaire, name, value)
+        questionnaire.save()
+    questions = Question.objects.bulk_create(
+        [Question(questionnaire=questionnaire, **{k: v for k, v in q.items() if k != "codes"})
+         for q in data["questions"]],
+        update_conflicts=True, unique_fields=["questionnaire", "code"],
+        update_fields=["text", "allows_many", "position"],
+    )  # fmt: skip
+    questionnaire.questions.exclude(pk__in=[q.pk for q in questions]).delete()
+    codes = AnswerCode.objects.bulk_create(
+        [AnswerCode(question=question, **code) for question, q in zip(questions, data["questions"], strict=True)
+         for code in q["codes"]],
+        update_conflicts=True, unique_fields=["question", "code"], update_fields=["label", "tag"],
+    )  # fmt: skip
+    AnswerCode.objects.filter(question__questionnaire=questionnaire).exclude(pk__in=[c.pk for c in codes]).delete()
+    return questionnaire
 
 
 def submit_answers(
