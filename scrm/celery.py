@@ -20,6 +20,24 @@ app.conf.beat_schedule = {
         "schedule": crontab(minute=7),
         "options": {"expires": 3000},
     },
+    # Segments whose rules use windows relative to now (and segments reading them) change with the clock (J44).
+    "segments-time-relative": {
+        "task": "segments.tasks.recompute_time_relative_segments",
+        "schedule": crontab(minute=12),
+        "options": {"expires": 3000},
+    },
+    # Every dynamic segment in full at night, in dependency order.
+    "segments-all": {
+        "task": "segments.tasks.recompute_all_segments",
+        "schedule": crontab(hour=3, minute=37),
+        "options": {"expires": 3000},
+    },
+    # A recompute that crashed holds an expired lease: run it again instead of leaving it "calculating".
+    "segments-retry-stalled": {
+        "task": "segments.tasks.retry_stalled_recomputes",
+        "schedule": 300.0,
+        "options": {"expires": 240},
+    },
     # Every rule in full at night: the backstop behind incremental evaluation.
     "tags-all-rules": {
         "task": "tags.tasks.evaluate_all_rules",

@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "accounts",
     "customers",
     "tags",
+    "segments",
 ]
 
 MIDDLEWARE = [
