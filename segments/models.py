@@ -149,3 +149,174 @@ class SegmentSize(models.Model):
 
     def __str__(self) -> str:
         return f"{self.segment_id} {self.size} @ {self.at:%Y-%m-%d %H:%M}"
+
+
+# ------------------------------------------------------------------------------------------- layering models
+
+
+class RfmMethod(models.TextChoices):
+    QUANTILE = "quantile", _("Quantile scores (1 to 5)")
+    THRESHOLDS = "thresholds", _("Operator-set thresholds")
+
+
+class RfmClass(models.TextChoices):
+    IMPORTANT_VALUE = "important_value", _("Important value customer")  # 重要价值客户
+    IMPORTANT_DEVELOP = "important_develop", _("Important development customer")  # 重要发展客户
+    IMPORTANT_KEEP = "important_keep", _("Important retention customer")  # 重要保持客户
+    IMPORTANT_RETAIN = "important_retain", _("Important win-back customer")  # 重要挽留客户
+    GENERAL_VALUE = "general_value", _("General value customer")  # 一般价值客户
+    GENERAL_DEVELOP = "general_develop", _("General development customer")  # 一般发展客户
+    GENERAL_KEEP = "general_keep", _("General retention customer")  # 一般保持客户
+    GENERAL_RETAIN = "general_retain", _("General win-back customer")  # 一般挽留客户
+    NO_PURCHASE = "no_purchase", _("No purchase in the window")
+
+
+class LayerModel(models.TextChoices):
+    AIPL = "aipl", _("AIPL")
+    LIFECYCLE = "lifecycle", _("Lifecycle")
+    LADDER = "ladder", _("Relationship ladder")
+
+
+def default_rfm_thresholds() -> dict:
+    # Score 5..2 lower bounds (recency: upper bounds in days); below the last bound scores 1.
+    return {"r": [30, 60, 120, 240], "f": [6, 4, 3, 2], "m": [3000, 1500, 800, 300]}
+
+
+def default_high_from() -> dict:
+    return {"r": 3, "f": 3, "m": 3}
+
+
+def default_aipl() -> dict:
+    return {
+        "interest_days": 30,
+        "engagement_types": ["reply", "content_view", "group_message", "live_view", "share"],
+        "purchase_days": 365,
+        "loyal_orders": 2,
+    }
+
+
+def default_lifecycle() -> dict:
+    return {"preset": "ecommerce", "dormant_days": 90, "churned_days": 180, "vip_top_percent": 10, "repeat_orders": 2}
+
+
+def default_ladder() -> dict:
+    return {"period_days": 365}
+
+
+class LayeringSettings(models.Model):
+    """The workspace's layering settings (one row): RFM window, reference date, scoring and cuts; AIPL,
+    lifecycle and ladder parameters."""
+
+    rfm_window_days = models.PositiveIntegerField(_("RFM window (days)"), default=365)
+    rfm_as_of = models.DateField(
+        _("RFM as of"), null=True, blank=True, help_text=_("Empty means today; set a past date to backtest.")
+    )
+    rfm_method = models.CharField(
+        _("RFM scoring"), max_length=10, choices=RfmMethod.choices, default=RfmMethod.QUANTILE
+    )
+    rfm_thresholds = models.JSONField(_("RFM thresholds"), default=default_rfm_thresholds, blank=True)
+    rfm_high_from = models.JSONField(_("RFM high from score"), default=default_high_from, blank=True)
+    aipl = models.JSONField(_("AIPL settings"), default=default_aipl, blank=True)
+    lifecycle = models.JSONField(_("lifecycle settings"), default=default_lifecycle, blank=True)
+    ladder = models.JSONField(_("ladder settings"), default=default_ladder, blank=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("layering settings")
+        verbose_name_plural = _("layering settings")
+
+    def __str__(self) -> str:
+        return str(_("Layering settings"))
+
+    @classmethod
+    def load(cls) -> "LayeringSettings":
+        return cls.objects.get_or_create(pk=1)[0]
+
+
+class CustomerRfm(models.Model):
+    """A customer's RFM values, scores and class as of the last recompute."""
+
+    customer = models.OneToOneField(
+        "customers.Customer", on_delete=models.CASCADE, primary_key=True, related_name="rfm"
+    )
+    recency_days = models.PositiveIntegerField(_("recency (days)"), null=True)
+    frequency = models.PositiveIntegerField(_("frequency"), default=0)
+    monetary = models.DecimalField(_("monetary"), max_digits=14, decimal_places=2, default=0)
+    r_score = models.PositiveSmallIntegerField(_("R score"), null=True)
+    f_score = models.PositiveSmallIntegerField(_("F score"), null=True)
+    m_score = models.PositiveSmallIntegerField(_("M score"), null=True)
+    rfm_class = models.CharField(_("RFM class"), max_length=20, choices=RfmClass.choices)
+    computed_at = models.DateTimeField(_("computed at"))
+
+    objects = CustomerOwnedQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("customer RFM")
+        verbose_name_plural = _("customer RFM")
+        indexes = [models.Index(fields=["rfm_class"], name="customerrfm_class")]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id} {self.rfm_class}"
+
+
+class RfmRun(models.Model):
+    """One RFM recompute: when, as of which date, and the class snapshot (count, share, GMV, averages)."""
+
+    started_at = models.DateTimeField(_("started at"), default=timezone.now)
+    as_of = models.DateField(_("as of"))
+    window_days = models.PositiveIntegerField(_("window (days)"))
+    method = models.CharField(_("scoring"), max_length=10, choices=RfmMethod.choices)
+    duration_ms = models.PositiveIntegerField(_("duration (ms)"), default=0)
+    counts = models.JSONField(_("classes"), default=dict)
+    transitions = models.PositiveIntegerField(_("class changes"), default=0)
+
+    class Meta:
+        verbose_name = _("RFM run")
+        verbose_name_plural = _("RFM runs")
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"RFM {self.as_of}"
+
+
+class RfmTransition(models.Model):
+    """A customer's class change in a run ("who moved from 重要价值 to 重要保持 this month" is one query)."""
+
+    run = models.ForeignKey(RfmRun, on_delete=models.CASCADE, related_name="transition_rows")
+    customer = models.ForeignKey("customers.Customer", on_delete=models.CASCADE, related_name="rfm_transitions")
+    from_class = models.CharField(_("from"), max_length=20, choices=RfmClass.choices, blank=True)
+    to_class = models.CharField(_("to"), max_length=20, choices=RfmClass.choices)
+    at = models.DateTimeField(_("at"))
+
+    objects = CustomerOwnedQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("RFM class change")
+        verbose_name_plural = _("RFM class changes")
+        indexes = [
+            models.Index(fields=["from_class", "to_class", "at"], name="rfmtransition_classes"),
+            models.Index(fields=["customer", "-at"], name="rfmtransition_customer"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id}: {self.from_class} → {self.to_class}"
+
+
+class CustomerStage(models.Model):
+    """A customer's current stage in one layering model (AIPL, lifecycle, ladder), and since when."""
+
+    customer = models.ForeignKey("customers.Customer", on_delete=models.CASCADE, related_name="stages")
+    model = models.CharField(_("model"), max_length=10, choices=LayerModel.choices)
+    stage = models.CharField(_("stage"), max_length=24)
+    since = models.DateTimeField(_("since"))
+
+    objects = CustomerOwnedQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("customer stage")
+        verbose_name_plural = _("customer stages")
+        constraints = [models.UniqueConstraint(fields=["customer", "model"], name="customerstage_unique")]
+        indexes = [models.Index(fields=["model", "stage"], name="customerstage_stage")]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id} {self.model}={self.stage}"
