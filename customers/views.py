@@ -8,7 +8,7 @@ from django.http import Http404
 from django.shortcuts import render
 from django.utils.dateparse import parse_datetime
 
-from customers import selectors
+from customers import extensions, selectors
 from customers.forms import CustomerFilterForm
 from customers.models import CommunityGroup
 from customers.selectors_dashboard import overview
@@ -32,6 +32,7 @@ def customer_list(request):
     form = CustomerFilterForm(request.GET or None, user=request.user)
     filters = form.filters() if form.is_valid() else {}
     customers = selectors.customer_list(request.user, search=form.search_term(), filters=filters)
+    customers = extensions.filter_customers(customers, request.GET, request.user)
     after = request.GET.get("after", "")
     if after.isdigit():
         customers = customers.filter(pk__lt=int(after))
@@ -40,15 +41,21 @@ def customer_list(request):
     page = page[:PAGE_SIZE]
     query = request.GET.copy()
     query.pop("after", None)
+    decorations = extensions.row_decorations()
     context = {
         "form": form,
         "customers": page,
+        "rows": extensions.decorate_rows(page, request.user),
+        "decorations": decorations,
+        "columns": 6 + len(decorations),
         "next_after": page[-1].pk if has_next else None,
         "query": query.urlencode(),
         "is_first_page": not after,
     }
-    template = "customers/_table.html" if _is_htmx(request) else "customers/list.html"
-    return render(request, template, context)
+    if _is_htmx(request):
+        return render(request, "customers/_table.html", context)
+    context["filter_controls"] = extensions.filter_controls(request.GET, request.user)
+    return render(request, "customers/list.html", context)
 
 
 @login_required
@@ -66,6 +73,7 @@ def customer_detail(request, pk: int):
         "transfers": selectors.customer_transfers(customer),
         "consents": customer.consents.all(),
         "attributes": sorted(customer.attributes.items()),
+        "panels": extensions.detail_panels(request, customer),
     }
     return render(request, "customers/detail.html", context)
 

@@ -8,6 +8,7 @@ SECTIONS = [
     (_("Overview"), "dashboard", "all"),
     (_("Customers"), "customers:list", "all"),
     (_("Community groups"), "customers:groups", "all"),
+    (_("Tags"), "tags:list", "all"),
     (_("API tokens"), "accounts:tokens", "managers"),
 ]
 

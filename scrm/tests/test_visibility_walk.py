@@ -23,6 +23,9 @@ from customers.tests.factories import (
     UserFactory,
     sales_rep,
 )
+from tags.models import TagSource
+from tags.services import add_tags, submit_answers
+from tags.tests.factories import AnswerCodeFactory, QuestionFactory, TagFactory
 
 SECRET_NAME = "隐秘客户Zed"
 SECRET_PHONE = "13912345678"
@@ -58,37 +61,50 @@ def world(db):
     GroupMembershipFactory(group=shared_group, customer=mine)
     GroupMembershipFactory(group=shared_group, customer=theirs)
     merge = merge_customers(theirs, twin)
+    tag = TagFactory(name="高价值")
+    add_tags([theirs.pk], [tag.pk], source=TagSource.MANUAL, by=other)  # with its history row
+    question = QuestionFactory(code="Q1")
+    AnswerCodeFactory(question=question, code="3", tag=tag)
+    submit_answers(question.questionnaire, theirs, {"Q1": "3"}, by=other)
     return {"me": me, "mine": mine, "theirs": theirs, "order": order, "event": event, "group": group,
-            "shared_group": shared_group, "merge": merge, "token": UserFactory}  # fmt: skip
+            "shared_group": shared_group, "merge": merge, "token": UserFactory, "tag": tag,
+            "questionnaire": question.questionnaire}  # fmt: skip
 
 
-# Which object of the other rep to put into a URL's parameters, by the URL's first segments.
+# Which object of the other rep to put into a URL's parameters, by the URL's first segments (the more specific
+# prefix first: the first match wins).
 OBJECT_FOR_PREFIX = [
     ("api/v1/orders", "order"),
     ("api/v1/events", "event"),
     ("api/v1/groups", "group"),
     ("api/v1/merges", "merge"),
     ("api/v1/customers", "theirs"),
+    ("api/v1/tags", "tag"),
+    ("api/v1/questionnaires", "questionnaire"),
     ("customers/groups", "group"),
     ("customers", "theirs"),
+    ("tags/", "tag"),
     ("admin/", "theirs"),
 ]
-REFERENCE_DATA = ("api/v1/staff", "api/v1/channels", "api/v1/products", "accounts/")
+# Objects every rep may open (tags, questionnaires): their pages answer, but show nothing of other reps' customers.
+SHARED_OBJECTS = ("tag", "questionnaire")
+REFERENCE_DATA = ("api/v1/staff", "api/v1/channels", "api/v1/products", "api/v1/tag-groups", "accounts/")
 
 
-def fill(route: str, world) -> tuple[str, bool] | None:
-    """The URL with the other rep's object filled in, and whether it names an object."""
+def fill(route: str, world) -> tuple[str, str | None] | None:
+    """The URL with the other rep's object filled in, and the name of that object (None if it names none)."""
     route = route.replace("<drf_format_suffix:format>", ".json")
     route = re.sub(r"\\\.\(\?P<format>[^)]*\)", ".json", route)
     if not re.search(r"<(?:\w+:)?\w+>|\(\?P<\w+>", route):
-        return route.replace("\\.", ".").replace("/?", "/"), False
+        return route.replace("\\.", ".").replace("/?", "/"), None
     if route.startswith(REFERENCE_DATA):
         return None  # not customer data: no other rep's object to reach
-    target = next((world[name] for prefix, name in OBJECT_FOR_PREFIX if route.startswith(prefix)), None)
-    assert target is not None, f"teach the visibility walk about {route!r}"
+    name = next((name for prefix, name in OBJECT_FOR_PREFIX if route.startswith(prefix)), None)
+    assert name is not None, f"teach the visibility walk about {route!r}"
+    target = world[name]
     url = re.sub(r"\(\?P<\w+>[^)]*\)", str(target.pk), route)
     url = re.sub(r"<(?:\w+:)?\w+>", str(target.pk), url)
-    return url.replace("\\.", ".").replace("/?", "/"), True
+    return url.replace("\\.", ".").replace("/?", "/"), name
 
 
 def assert_no_leak(response, url: str, query: str = "") -> None:
@@ -114,7 +130,7 @@ def test_every_url_hides_other_reps_customers(world):
         filled = fill(route, world)
         if filled is None:
             continue
-        url, has_object = filled
+        url, target = filled
         client = api if route.startswith("api/") else browser
         url = "/" + url
         for query in ("", f"?search={SECRET_PHONE}", f"?q={SECRET_IDENTITY}", f"?search={SECRET_NAME}"):
@@ -123,10 +139,11 @@ def test_every_url_hides_other_reps_customers(world):
             assert_no_leak(response, url + query, query)
             if route.startswith("admin/") and route not in ("admin/login/", "admin/logout/"):
                 assert response.status_code in (302, 404), f"{url} lets a rep into the admin"
-            elif has_object:
+            elif target is not None and target not in SHARED_OBJECTS:
                 assert response.status_code in (404, 405), f"{url} is reachable ({response.status_code})"
         walked.append(url)
     assert any("/api/v1/customers/" in u for u in walked)
+    assert any(u.startswith(f"/api/v1/tags/{world['tag'].pk}/") for u in walked)
     assert len(walked) >= 10
 
 
@@ -153,3 +170,21 @@ def test_rep_writes_to_another_reps_customer_are_not_found(world):
     assert api.post(f"/api/v1/merges/{world['merge'].pk}/undo/").status_code == 404
     theirs.refresh_from_db()
     assert theirs.name == SECRET_NAME
+
+
+def test_a_shared_tag_and_questionnaire_count_and_show_only_the_reps_customers(world):
+    api = APIClient()
+    api.force_authenticate(world["me"])
+    tag, questionnaire, theirs = world["tag"], world["questionnaire"], world["theirs"]
+
+    assert api.get(f"/api/v1/tags/{tag.pk}/").json()["customer_count"] == 0
+    assert api.get("/api/v1/tags/").json()["results"][0]["customer_count"] == 0
+    assert api.get("/api/v1/tag-history/", {"customer": theirs.pk}).json()["results"] == []
+    assert api.get(f"/api/v1/questionnaires/{questionnaire.pk}/responses/").json()["results"] == []
+    assert api.post(f"/api/v1/customers/{theirs.pk}/tags/", {"tags": [tag.pk]}, format="json").status_code == 404
+    assert api.delete(f"/api/v1/customers/{theirs.pk}/tags/{tag.pk}/").status_code == 404
+    bulk = {"action": "remove", "tags": [tag.pk], "customers": [theirs.pk]}
+    assert api.post("/api/v1/tags/bulk/", bulk, format="json").status_code == 400
+    answers = {"customer": theirs.pk, "answers": {"Q1": "3"}}
+    assert api.post(f"/api/v1/questionnaires/{questionnaire.pk}/answers/", answers, format="json").status_code == 404
+    assert list(theirs.tag_links.values_list("source", flat=True).order_by("source")) == ["manual", "questionnaire"]
