@@ -66,6 +66,16 @@ class DetailPanel:
 
 
 @dataclass(frozen=True)
+class ListAction:
+    """An action on every customer the list's current filters select (not just the page), shown above the
+    table: `template` renders `context(user, query)` (the query string without paging), given as `action`."""
+
+    key: str
+    template: str
+    context: Callable[[Any, str], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
 class FilterControl:
     template: str
     context: Mapping[str, Any]
@@ -94,6 +104,7 @@ class Panel:
 _list_filters: dict[str, ListFilter] = {}
 _row_decorations: dict[str, RowDecoration] = {}
 _detail_panels: dict[str, DetailPanel] = {}
+_list_actions: dict[str, ListAction] = {}
 
 
 def _check(name: str, value: str, template: str, callbacks: Sequence[object]) -> None:
@@ -130,6 +141,12 @@ def register_detail_panel(extension: DetailPanel) -> DetailPanel:
     if extension.column not in ("side", "main"):
         raise ValueError(f"detail panel {extension.key!r}: column is 'side' or 'main'")
     _add(_detail_panels, extension.key, extension)
+    return extension
+
+
+def register_list_action(extension: ListAction) -> ListAction:
+    _check("list action", extension.key, extension.template, [extension.context])
+    _add(_list_actions, extension.key, extension)
     return extension
 
 
@@ -174,3 +191,7 @@ def detail_panels(request: HttpRequest, customer: Customer) -> list[Panel]:
         Panel(extension.key, extension.template, extension.context(request, customer), extension.column)
         for extension in _detail_panels.values()
     ]
+
+
+def list_actions(user: Any, query: str) -> list[FilterControl]:
+    return [FilterControl(extension.template, extension.context(user, query)) for extension in _list_actions.values()]

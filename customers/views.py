@@ -29,10 +29,7 @@ def dashboard(request):
 
 @login_required
 def customer_list(request):
-    form = CustomerFilterForm(request.GET or None, user=request.user)
-    filters = form.filters() if form.is_valid() else {}
-    customers = selectors.customer_list(request.user, search=form.search_term(), filters=filters)
-    customers = extensions.filter_customers(customers, request.GET, request.user)
+    customers, form = selectors.customers_for_list_query(request.user, request.GET)
     after = request.GET.get("after", "")
     if after.isdigit():
         customers = customers.filter(pk__lt=int(after))
@@ -55,6 +52,7 @@ def customer_list(request):
     if _is_htmx(request):
         return render(request, "customers/_table.html", context)
     context["filter_controls"] = extensions.filter_controls(request.GET, request.user)
+    context["list_actions"] = extensions.list_actions(request.user, context["query"])
     return render(request, "customers/list.html", context)
 
 

@@ -29,6 +29,9 @@ class TagsConfig(AppConfig):
             extensions.RowDecoration("tags", _("Tags"), "tags/_row_chips.html", views.chips_by_customer)
         )
         extensions.register_detail_panel(extensions.DetailPanel("tags", "tags/_customer_panel.html", views.tags_panel))
+        extensions.register_list_action(
+            extensions.ListAction("bulk_tag", "tags/_bulk_action.html", views.bulk_action_context)
+        )
         extensions.register_detail_panel(
             extensions.DetailPanel("questionnaires", "tags/_questionnaire_panel.html", views.questionnaires_panel)
         )

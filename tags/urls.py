@@ -8,6 +8,7 @@ urlpatterns = [
     path("tags/", views.tag_list, name="list"),
     path("tags/groups/new/", views.create_group, name="create_group"),
     path("tags/new/", views.create_tag, name="create"),
+    path("tags/bulk/", views.bulk_tag_customers, name="bulk"),
     path("tags/<int:pk>/", views.tag_detail, name="detail"),
     path("tags/<int:pk>/rule/", views.save_tag_rule, name="save_rule"),
     path("tags/<int:pk>/rule/preview/", views.preview_rule, name="preview_rule"),

@@ -399,3 +399,36 @@ def chips_by_customer(customer_ids: list[int], user) -> Mapping[int, list[Chip]]
         customer_id: [Chip(tag_id, name, colour, tuple(sources)) for tag_id, (name, colour, sources) in chips.items()]
         for customer_id, chips in found.items()
     }
+
+
+# ----------------------------------------------------------------------------------- bulk, from the customer list
+
+
+def bulk_action_context(user, query: str) -> dict[str, Any]:
+    """The customer list's bulk tag form: shown to whoever may write."""
+    if not user.can_write:
+        return {"enabled": False}
+    return {"enabled": True, "tags": Tag.objects.select_related("group").order_by("group__position", "name")}
+
+
+@login_required
+@require_POST
+def bulk_tag_customers(request):
+    """Add or remove a tag on every customer the list's current filters select (sent along with the form),
+    in one set-based statement; a rep's set holds only their own customers."""
+    if not request.user.can_write:
+        raise PermissionDenied
+    tag = Tag.objects.filter(pk=request.POST.get("bulk_tag") or 0).first()
+    action = request.POST.get("bulk_action")
+    if tag is None or action not in ("add", "remove"):
+        return render(request, "tags/_bulk_result.html", {"error": _("Choose a tag and add or remove.")})
+    customers, _form = selectors.customers_for_list_query(request.user, request.POST)
+    if action == "add":
+        changed = services.add_tags(customers, [tag.pk], source=TagSource.MANUAL, by=request.user)
+        notice = _("Added “%(tag)s” to %(count)s customers.") % {"tag": tag.name, "count": f"{changed:,}"}
+    else:
+        changed = services.remove_tags(customers, [tag.pk], sources=services.MANUAL_SOURCES, by=request.user)
+        notice = _("Removed “%(tag)s” from %(count)s customers (tags given by rules stay).") % {
+            "tag": tag.name, "count": f"{changed:,}"
+        }  # fmt: skip
+    return render(request, "tags/_bulk_result.html", {"notice": notice})

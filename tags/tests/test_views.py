@@ -407,9 +407,10 @@ def test_customer_list_query_count_does_not_grow_with_rows_or_tags(operator_clie
     with_many = list_queries(operator_client)
     filtered = list_queries(operator_client, tag=[tags[0].pk, tags[1].pk])
 
-    assert with_few == with_many == filtered == 7
-    # session, user, owners and channels for the filters, the page, the tags' filter control, the page's chips
-    with django_assert_num_queries(7):
+    assert with_few == with_many == filtered == 8
+    # session, user, owners and channels for the filters, the page, the tags' filter control, the page's chips,
+    # the tags of the bulk tag form
+    with django_assert_num_queries(8):
         operator_client.get(reverse("customers:list"), {"tag": tags[2].pk})
 
 
@@ -562,3 +563,52 @@ def test_navigation_has_tags_for_everyone():
     for role in (Role.ADMIN, Role.OPERATOR, Role.SALES, Role.ANALYST):
         response = login(role, f"user-{role}").get(reverse("dashboard"))
         assert {"label": "Tags", "url": "/tags/", "is_current": False} in response.context["nav_items"], role
+
+
+# ------------------------------------------------------------------------------------- bulk from the customer list
+
+
+def test_bulk_tagging_applies_to_every_customer_the_list_filters_select_not_just_the_page(operator_client):
+    tag = TagFactory(name="上海会员")
+    shanghai = [CustomerFactory(city="上海") for _n in range(60)]  # more than one page of 50
+    hangzhou = CustomerFactory(city="杭州")
+
+    response = operator_client.post(
+        reverse("tags:bulk"), {"city": "上海", "bulk_tag": tag.pk, "bulk_action": "add"}, HTTP_HX_REQUEST="true"
+    )
+
+    assert response.status_code == 200
+    assert "Added “上海会员” to 60 customers." in response.content.decode()
+    assert set(CustomerTag.objects.filter(tag=tag).values_list("customer_id", flat=True)) == {c.pk for c in shanghai}
+    assert not CustomerTag.objects.filter(customer=hangzhou).exists()
+    assert TagHistory.objects.filter(tag=tag, action="added", source="manual").count() == 60
+
+
+def test_bulk_untagging_by_a_tag_filter_keeps_what_rules_give():
+    rep = sales_rep("rep1")
+    tag, marker = TagFactory(name="待跟进"), TagFactory(name="已联系")
+    by_hand, by_rule = CustomerFactory(owner=rep.staff), CustomerFactory(owner=rep.staff)
+    others = CustomerFactory(owner=StaffFactory())
+    services.add_tags([by_hand.pk, by_rule.pk, others.pk], [marker.pk, tag.pk], source=TagSource.MANUAL)
+    services.add_tags([by_rule.pk], [tag.pk], source=TagSource.RULE)
+
+    response = rep_client(rep).post(
+        reverse("tags:bulk"), {"tag": marker.pk, "bulk_tag": tag.pk, "bulk_action": "remove"}, HTTP_HX_REQUEST="true"
+    )
+
+    assert "Removed “待跟进” from 2 customers (tags given by rules stay)." in response.content.decode()
+    assert tags_of(by_hand) == {("已联系", "manual")}
+    assert tags_of(by_rule) == {("已联系", "manual"), ("待跟进", "rule")}
+    assert ("待跟进", "manual") in tags_of(others)  # another rep's customer is not in a rep's set
+
+
+def test_analysts_cannot_bulk_tag_and_see_no_bulk_form():
+    analyst = login(Role.ANALYST, "analyst")
+    tag = TagFactory()
+    CustomerFactory()
+
+    refused = analyst.post(reverse("tags:bulk"), {"bulk_tag": tag.pk, "bulk_action": "add"})
+
+    assert refused.status_code == 403
+    assert not CustomerTag.objects.exists()
+    assert 'data-testid="bulk-tag"' not in analyst.get(reverse("customers:list")).content.decode()
