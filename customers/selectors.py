@@ -3,6 +3,8 @@
 from django.db.models import Prefetch, Q, QuerySet
 from django.http import Http404
 
+from customers import extensions
+from customers.forms import CustomerFilterForm
 from customers.models import (
     CommunityGroup,
     Customer,
@@ -28,12 +30,9 @@ def customer_list(user, *, search: str = "", filters: dict | None = None) -> Que
     return qs.order_by("-id")
 
 
-def customers_for_list_query(user, query) -> tuple[QuerySet[Customer], "CustomerFilterForm"]:
+def customers_for_list_query(user, query) -> tuple[QuerySet[Customer], CustomerFilterForm]:
     """Every customer the customer list's filters (search, fields, the apps' filters in `query`) select for
     `user`: the list pages through it, bulk actions apply to all of it. Returns the bound filter form too."""
-    from customers import extensions
-    from customers.forms import CustomerFilterForm
-
     form = CustomerFilterForm(query or None, user=user)
     filters = form.filters() if form.is_valid() else {}
     customers = customer_list(user, search=form.search_term(), filters=filters)

@@ -9,7 +9,6 @@ from django.shortcuts import render
 from django.utils.dateparse import parse_datetime
 
 from customers import extensions, selectors
-from customers.forms import CustomerFilterForm
 from customers.models import CommunityGroup
 from customers.selectors_dashboard import overview
 from customers.visibility import sees_all_customers

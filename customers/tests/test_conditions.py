@@ -47,9 +47,7 @@ def test_every_problem_is_reported_with_the_path_to_its_node():
 
 
 def test_bad_values_say_what_was_expected():
-    assert issues_of({"predicate": "orders_sum", "op": "gt", "value": "lots"}) == [
-        ("$.value", "Expected a number.")
-    ]
+    assert issues_of({"predicate": "orders_sum", "op": "gt", "value": "lots"}) == [("$.value", "Expected a number.")]
     assert issues_of({"predicate": "attribute", "field": "birthday", "op": "between", "value": ["2000-01-01"]}) == [
         ("$.value", "Expected a list of two values, each a date like 2026-05-01.")
     ]
