@@ -65,7 +65,17 @@ LOADED_TABLES = [
     "customers_event", "customers_groupmembership", "customers_consent", "customers_note",
 ]  # fmt: skip
 SEEDED_TABLES = [*LOADED_TABLES, "customers_communitygroup", "customers_product", "customers_staff",
-                 "customers_channel", "customers_transfer", "customers_customermerge"]  # fmt: skip
+                 "customers_channel", "customers_transfer", "customers_customermerge",
+                 "customers_domainevent"]  # fmt: skip
+
+
+# Demo steps of the apps above customers (tags, segments…), registered in their AppConfig.ready() and run by
+# `setup_demo` after the customers are seeded: each takes no arguments and returns a line to print.
+DEMO_STEPS: dict[str, Callable[[], str]] = {}
+
+
+def register_demo_step(name: str, step: Callable[[], str]) -> None:
+    DEMO_STEPS[name] = step
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,10 @@ class TagsConfig(AppConfig):
         register_merge_relation(MergeRelation("tags.QuestionnaireResponse", unique_with=("questionnaire",)))
         register_consumer("tags.auto_rules", consumers.KINDS, consumers.apply_rules_to_changed_customers)
         self.register_customer_page_extensions()
+        from customers.demo import register_demo_step
+        from tags.demo import seed_tags_demo
+
+        register_demo_step("tags", seed_tags_demo)
 
     def register_customer_page_extensions(self) -> None:
         """Tag chips and a tag filter on the customer list, the tags and questionnaire panels on a customer's page."""

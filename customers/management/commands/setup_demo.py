@@ -4,6 +4,7 @@ from django.core.management import BaseCommand, call_command
 from django.db import transaction
 
 from accounts.models import Role, User
+from customers.demo import DEMO_STEPS
 from customers.models import Customer, Staff
 
 DEMO_PASSWORD = "scrm-demo-2026"  # noqa: S105 - a local demo login, printed on purpose
@@ -25,6 +26,8 @@ class Command(BaseCommand):
         if not Customer.objects.exists():
             self.stdout.write(f"Empty database: seeding {customers:,} demo customers…")
             call_command("seed_demo", customers=customers, seed=seed, stdout=self.stdout)
+            for name, step in DEMO_STEPS.items():
+                self.stdout.write(f"  {name}: {step()}")
         with transaction.atomic():
             for username, role, first_name in DEMO_USERS:
                 user, created = User.objects.get_or_create(
