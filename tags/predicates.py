@@ -54,6 +54,8 @@ class HasTagPredicate(Predicate):
     def describe(self, params):
         if params["match"] == "all" and len(params["tags"]) > 1:
             return _("has all of the tags %(tags)s") % {"tags": _tag_names(params["tags"])}
+        if len(params["tags"]) > 1:
+            return _("has any of the tags %(tags)s") % {"tags": _tag_names(params["tags"])}
         return _("has the tag %(tags)s") % {"tags": _tag_names(params["tags"])}
 
 
@@ -73,4 +75,6 @@ class LacksTagPredicate(Predicate):
         return ~Q(_carries(params["tags"]))
 
     def describe(self, params):
+        if len(params["tags"]) > 1:
+            return _("has none of the tags %(tags)s") % {"tags": _tag_names(params["tags"])}
         return _("does not have the tag %(tags)s") % {"tags": _tag_names(params["tags"])}

@@ -85,7 +85,7 @@ def describe(node: Node, *, top: bool = True) -> str:
     if node.kind == "predicate":
         return registry.get(node.predicate).describe(node.params)
     if node.kind == "not":
-        return _("NOT (%(rule)s)") % {"rule": describe(node.children[0], top=False)}
+        return _("NOT (%(rule)s)") % {"rule": describe(node.children[0], top=True)}
     joiner = _(" AND ") if node.kind == "all" else _(" OR ")
     text = joiner.join(describe(child, top=False) for child in node.children)
     return text if top or len(node.children) == 1 else f"({text})"

@@ -45,11 +45,12 @@ from customers.conditions.registry import (
     check_window,
     compare_q,
     describe_comparison,
+    money,
     register,
     reject_unknown,
     satisfies,
 )
-from customers.models import CustomAttribute, Event, GroupMembership, Order, OrderLine
+from customers.models import Channel, CustomAttribute, Event, GroupMembership, Order, OrderLine
 
 PROFILE_CHANGES = frozenset({"customer.created", "customer.updated", "customer.merged"})
 ORDER_CHANGES = frozenset({"order.placed", "order.updated", "order.refunded", "customer.merged"})
@@ -77,7 +78,8 @@ def field_label(field_name: str) -> str:
     from customers.models import Customer
 
     if field_name.startswith("attributes."):
-        return field_name.removeprefix("attributes.")
+        key = field_name.removeprefix("attributes.")
+        return CustomAttribute.objects.filter(key=key).values_list("label", flat=True).first() or key
     return str(Customer._meta.get_field(field_name).verbose_name)
 
 
@@ -193,7 +195,10 @@ class DateRelativePredicate(Predicate):
     def describe(self, params):
         label = field_label(params["field"])
         if params["mode"] == "anniversary_within_days":
-            return _("%(field)s comes within the next %(days)d days") % {"field": label, "days": params["days"]}
+            return _("%(field)s anniversary is within the next %(days)d days") % {
+                "field": label,
+                "days": params["days"],
+            }
         if params["mode"] == "more_than_days_ago":
             return _("%(field)s more than %(days)d days ago") % {"field": label, "days": params["days"]}
         return _("%(field)s within the last %(days)d days") % {"field": label, "days": params["days"]}
@@ -215,7 +220,8 @@ class ChannelPredicate(Predicate):
         return Q(source_channel__code__in=params["in"])
 
     def describe(self, params):
-        return _("came from %(channels)s") % {"channels": "、".join(params["in"])}
+        names = dict(Channel.objects.filter(code__in=params["in"]).values_list("code", "name"))
+        return _("came from %(channels)s") % {"channels": "、".join(names.get(code, code) for code in params["in"])}
 
 
 @register
@@ -383,7 +389,7 @@ class OrdersSumPredicate(_OrderAggregate):
     def describe(self, params):
         what = _describe_products(params)
         text = _("spent on %(what)s %(comparison)s %(window)s") if what else _("spent %(comparison)s %(window)s")
-        return text % {"what": what, "comparison": describe_comparison(params["op"], f"¥{params['value']:,}"),
+        return text % {"what": what, "comparison": describe_comparison(params["op"], params["value"], fmt=money),
                        "window": params["window"].describe()}  # fmt: skip
 
 
@@ -402,7 +408,7 @@ class AverageOrderValuePredicate(_OrderAggregate):
 
     def describe(self, params):
         return _("average order value %(comparison)s %(window)s") % {
-            "comparison": describe_comparison(params["op"], f"¥{params['value']:,}"),
+            "comparison": describe_comparison(params["op"], params["value"], fmt=money),
             "window": params["window"].describe(),
         }
 

@@ -266,22 +266,27 @@ def satisfies(actual: Any, op: str, value: Any) -> bool:
     return {"lt": actual < value, "lte": actual <= value, "gt": actual > value, "gte": actual >= value}[op]
 
 
-def describe_comparison(op: str, value: Any) -> str:
+def describe_comparison(op: str, value: Any, *, fmt: Callable[[Any], str] = str) -> str:
+    """The comparison in words; `fmt` renders each value (e.g. as money)."""
     if op == "is_set":
         return _("is set")
     if op == "not_set":
         return _("is not set")
     if op == "in":
-        return _("is one of %(values)s") % {"values": "、".join(str(v) for v in value)}
+        return _("is one of %(values)s") % {"values": "、".join(fmt(v) for v in value)}
     if op == "not_in":
-        return _("is none of %(values)s") % {"values": "、".join(str(v) for v in value)}
+        return _("is none of %(values)s") % {"values": "、".join(fmt(v) for v in value)}
     if op == "contains":
         return _("contains “%(value)s”") % {"value": value}
     if op == "starts_with":
         return _("starts with “%(value)s”") % {"value": value}
     if op == "between":
-        return _("is between %(low)s and %(high)s") % {"low": value[0], "high": value[1]}
-    return f"{SYMBOLS[op]} {value}"
+        return _("between %(low)s and %(high)s") % {"low": fmt(value[0]), "high": fmt(value[1])}
+    return f"{SYMBOLS[op]} {fmt(value)}"
+
+
+def money(value: Any) -> str:
+    return f"¥{value:,}"
 
 
 # ------------------------------------------------------------------------------------------------- windows

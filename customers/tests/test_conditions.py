@@ -113,3 +113,24 @@ def test_rules_know_which_changes_and_whether_the_clock_can_change_their_result(
     assert rule_is_time_relative(windowed) is True
     assert reacts_to(profile) == {"customer.created", "customer.updated", "customer.merged"}
     assert rule_is_time_relative(profile) is False
+
+
+def test_wording_of_money_ranges_negations_labels_and_channels():
+    CustomAttribute.objects.create(key="points", label="积分", type="number")
+    from customers.tests.factories import ChannelFactory
+
+    ChannelFactory(code="store-qr", name="门店二维码")
+    rule = {
+        "not": {
+            "any": [
+                {"predicate": "orders_sum", "op": "between", "value": [100, 2000]},
+                {"predicate": "attribute", "field": "attributes.points", "op": "gte", "value": 10},
+                {"predicate": "channel", "in": ["store-qr"]},
+            ]
+        }
+    }
+
+    with translation.override("en"):
+        words = describe(rule)
+
+    assert words == "NOT (spent between ¥100 and ¥2,000 ever OR 积分 ≥ 10 OR came from 门店二维码)"
