@@ -26,6 +26,13 @@ app.conf.beat_schedule = {
         "schedule": crontab(minute=12),
         "options": {"expires": 3000},
     },
+    # RFM, AIPL, lifecycle and ladder at night, before the full segment (03:37) and tag (03:17) rebuilds so that
+    # rules reading the models see today's values; RFM's reference date is the day that just started.
+    "segments-layers": {
+        "task": "segments.tasks.recompute_layers",
+        "schedule": crontab(hour=2, minute=47),
+        "options": {"expires": 7200},
+    },
     # Every dynamic segment in full at night, in dependency order.
     "segments-all": {
         "task": "segments.tasks.recompute_all_segments",

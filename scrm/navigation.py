@@ -9,6 +9,8 @@ SECTIONS = [
     (_("Customers"), "customers:list", "all"),
     (_("Community groups"), "customers:groups", "all"),
     (_("Tags"), "tags:list", "all"),
+    (_("Segments"), "segments:list", "all"),
+    (_("Layers"), "segments:layers", "all"),  # 分层: RFM, AIPL, lifecycle, ladder
     (_("API tokens"), "accounts:tokens", "managers"),
 ]
 

@@ -16,5 +16,6 @@ urlpatterns = [
     path("api/v1/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
     path("accounts/", include("accounts.urls")),
     path("", include("tags.urls")),
+    path("", include("segments.urls")),
     path("", include("customers.urls")),
 ]

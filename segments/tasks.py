@@ -5,6 +5,7 @@ import logging
 from celery import shared_task
 
 from segments.models import Segment
+from segments.services import layers
 from segments.services import segments as service
 
 logger = logging.getLogger(__name__)
@@ -36,3 +37,10 @@ def retry_stalled_recomputes() -> None:
     """Every few minutes: recomputes that crashed (lease expired) or failed run again."""
     if retried := service.retry_stalled():
         logger.info("segments.retried", extra={"segments": retried})
+
+
+@shared_task(ignore_result=True, expires=7200)
+def recompute_layers() -> None:
+    """Nightly: RFM, AIPL, lifecycle and ladder recomputed set-based; their model segments follow (idempotent)."""
+    outcomes = layers.recompute_layers()
+    logger.info("segments.layers_recomputed", extra={"outcomes": outcomes})

@@ -107,8 +107,9 @@ def test_customer_list_runs_a_fixed_number_of_queries(operator_client, django_as
     operator_client.get(reverse("customers:list"))
     # session, user, owners and channels for the filters, the page, and one query per extension registered by the
     # apps above (customers.extensions): the tags app's filter control, the tag chips of the whole page and the
-    # tags of its bulk tag form
-    with django_assert_max_num_queries(8):
+    # tags of its bulk tag form; the segments app's filter controls (the segments' names; the RFM classes and the
+    # stages need none)
+    with django_assert_max_num_queries(9):
         operator_client.get(reverse("customers:list"))
 
 
@@ -123,7 +124,9 @@ def test_customer_detail_shows_the_profile_and_runs_a_fixed_number_of_queries(
     EventFactory.create_batch(5, customer=customer, type="content_view", properties={"topic": "成分"})
     GroupMembershipFactory(customer=customer)
 
-    with django_assert_max_num_queries(15):  # 11, and the panels other apps register (customers.extensions): 4
+    # 11, and the panels other apps register (customers.extensions): the tags app's 4 and the segments app's 4
+    # (the customer's segment episodes, RFM, stages and RFM class changes)
+    with django_assert_max_num_queries(19):
         response = operator_client.get(reverse("customers:detail", args=[customer.pk]))
 
     body = response.content.decode()

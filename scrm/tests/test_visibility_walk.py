@@ -7,6 +7,7 @@ import re
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.services import create_api_token
@@ -23,6 +24,8 @@ from customers.tests.factories import (
     UserFactory,
     sales_rep,
 )
+from segments.models import CustomerRfm, CustomerStage, RfmRun, RfmTransition, SegmentKind
+from segments.services.segments import add_to_static, save_segment
 from tags.models import TagSource
 from tags.services import add_tags, submit_answers
 from tags.tests.factories import AnswerCodeFactory, QuestionFactory, TagFactory
@@ -66,9 +69,18 @@ def world(db):
     question = QuestionFactory(code="Q1")
     AnswerCodeFactory(question=question, code="3", tag=tag)
     submit_answers(question.questionnaire, theirs, {"Q1": "3"}, by=other)
+    segment = save_segment(None, name="展会名单", kind=SegmentKind.STATIC)
+    add_to_static(segment, [theirs.pk])
+    now = timezone.now()
+    CustomerRfm.objects.create(customer=theirs, recency_days=3, frequency=9, monetary=8800, r_score=5, f_score=5,
+                               m_score=5, rfm_class="important_value", computed_at=now)  # fmt: skip
+    run = RfmRun.objects.create(as_of=now.date(), window_days=365, method="quantile")
+    RfmTransition.objects.create(run=run, customer=theirs, from_class="", to_class="important_value", at=now)
+    for model, stage in (("aipl", "loyalty"), ("lifecycle", "vip"), ("ladder", "koc")):
+        CustomerStage.objects.create(customer=theirs, model=model, stage=stage, since=now)
     return {"me": me, "mine": mine, "theirs": theirs, "order": order, "event": event, "group": group,
             "shared_group": shared_group, "merge": merge, "token": UserFactory, "tag": tag,
-            "questionnaire": question.questionnaire}  # fmt: skip
+            "questionnaire": question.questionnaire, "segment": segment}  # fmt: skip
 
 
 # Which object of the other rep to put into a URL's parameters, by the URL's first segments (the more specific
@@ -81,13 +93,16 @@ OBJECT_FOR_PREFIX = [
     ("api/v1/customers", "theirs"),
     ("api/v1/tags", "tag"),
     ("api/v1/questionnaires", "questionnaire"),
+    ("api/v1/segments", "segment"),
     ("customers/groups", "group"),
     ("customers", "theirs"),
     ("tags/", "tag"),
+    ("segments/", "segment"),
     ("admin/", "theirs"),
 ]
-# Objects every rep may open (tags, questionnaires): their pages answer, but show nothing of other reps' customers.
-SHARED_OBJECTS = ("tag", "questionnaire")
+# Objects every rep may open (tags, questionnaires, segments): their pages answer, but show nothing of other reps'
+# customers.
+SHARED_OBJECTS = ("tag", "questionnaire", "segment")
 REFERENCE_DATA = ("api/v1/staff", "api/v1/channels", "api/v1/products", "api/v1/tag-groups", "accounts/")
 
 
@@ -109,7 +124,8 @@ def fill(route: str, world) -> tuple[str, str | None] | None:
 
 def assert_no_leak(response, url: str, query: str = "") -> None:
     """No secret in the page, except the one the rep typed into the query (pages echo their own URL)."""
-    body = response.content.decode(errors="replace")
+    content = b"".join(response.streaming_content) if response.streaming else response.content  # exports stream
+    body = content.decode(errors="replace")
     for secret in (SECRET_NAME, SECRET_PHONE, SECRET_IDENTITY, "SECRET-ORDER"):
         if secret not in query:
             assert secret not in body, f"{url} shows another rep's customer ({secret})"
@@ -144,6 +160,8 @@ def test_every_url_hides_other_reps_customers(world):
         walked.append(url)
     assert any("/api/v1/customers/" in u for u in walked)
     assert any(u.startswith(f"/api/v1/tags/{world['tag'].pk}/") for u in walked)
+    assert any(u.startswith(f"/api/v1/segments/{world['segment'].pk}/") for u in walked)
+    assert any(u.startswith("/api/v1/layers/") for u in walked)
     assert len(walked) >= 10
 
 
@@ -188,3 +206,24 @@ def test_a_shared_tag_and_questionnaire_count_and_show_only_the_reps_customers(w
     answers = {"customer": theirs.pk, "answers": {"Q1": "3"}}
     assert api.post(f"/api/v1/questionnaires/{questionnaire.pk}/answers/", answers, format="json").status_code == 404
     assert list(theirs.tag_links.values_list("source", flat=True).order_by("source")) == ["manual", "questionnaire"]
+
+
+def test_a_shared_segment_and_the_layer_reports_count_and_show_only_the_reps_customers(world):
+    api = APIClient()
+    api.force_authenticate(world["me"])
+    segment, theirs = world["segment"], world["theirs"]
+
+    assert api.get(f"/api/v1/segments/{segment.pk}/").json()["size"] == 0
+    assert api.get(f"/api/v1/segments/{segment.pk}/members/").json()["results"] == []
+    assert api.get(f"/api/v1/segments/{segment.pk}/sizes/").json()["results"] == []
+    export = b"".join(api.get(f"/api/v1/segments/{segment.pk}/export/").streaming_content).decode("utf-8-sig")
+    assert export.strip().count("\n") == 0  # the header alone
+    assert api.get(f"/api/v1/customers/{theirs.pk}/segments/").status_code == 404
+    assert api.get("/api/v1/layers/rfm/").json()["customers"] == 0
+    assert api.get("/api/v1/layers/rfm/migration/", {"from": "2000-01-01", "to": "2100-01-01"}).json()["customers"] == 0
+    for model in ("aipl", "lifecycle", "ladder"):
+        assert api.get(f"/api/v1/layers/{model}/").json()["customers"] == 0
+    members = {"customers": [theirs.pk]}
+    assert api.post(f"/api/v1/segments/{segment.pk}/members/", members, format="json").status_code == 403
+    assert api.delete(f"/api/v1/segments/{segment.pk}/members/", members, format="json").status_code == 403
+    assert list(theirs.segment_memberships.values_list("exited_at", flat=True)) == [None]

@@ -1,0 +1,334 @@
+"""Reads for callers: segments and their members, a customer's segments and layers, and the layering models'
+aggregates (RFM grid, class migration, AIPL funnel, lifecycle and ladder distributions). Every function takes the
+acting user and counts or returns only the customers that user may see (a rep: their own book)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import (
+    Avg,
+    Case,
+    CharField,
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce, NullIf
+from django.http import Http404
+from django.utils import timezone
+
+from customers.conditions import RuleError, predicates_of
+from customers.conditions import validate as validate_rule
+from customers.models import Customer
+from customers.visibility import sees_all_customers
+from segments.models import (
+    CustomerRfm,
+    CustomerStage,
+    LayeringSettings,
+    LayerModel,
+    RecomputeStatus,
+    RfmClass,
+    RfmTransition,
+    Segment,
+    SegmentExclusion,
+    SegmentMembership,
+    SegmentSize,
+)
+from tags.models import TagRule
+
+# (R high, F high, M high) of each RFM class: where it sits in the 2x2x2 grid. "High" R means recent.
+RFM_GRID: dict[str, tuple[bool, bool, bool]] = {
+    RfmClass.IMPORTANT_VALUE: (True, True, True),
+    RfmClass.IMPORTANT_DEVELOP: (True, False, True),
+    RfmClass.IMPORTANT_KEEP: (False, True, True),
+    RfmClass.IMPORTANT_RETAIN: (False, False, True),
+    RfmClass.GENERAL_VALUE: (True, True, False),
+    RfmClass.GENERAL_DEVELOP: (True, False, False),
+    RfmClass.GENERAL_KEEP: (False, True, False),
+    RfmClass.GENERAL_RETAIN: (False, False, False),
+}
+UNCLASSIFIED = "unclassified"
+
+# ------------------------------------------------------------------------------------------------- segments
+
+
+def segment_list(user, *, kind: str = "", search: str = "") -> QuerySet[Segment]:
+    """Segments (shared by everyone), each with `member_count`: its current members `user` may see. Managers
+    and analysts read the stored size; for a rep it is one correlated count per returned row (after LIMIT)."""
+    qs = Segment.objects.filter(is_archived=False)
+    if kind:
+        qs = qs.filter(kind=kind)
+    if search:
+        qs = qs.filter(name__icontains=search)
+    if sees_all_customers(user):
+        return qs.annotate(member_count=F("size"))
+    visible = (
+        SegmentMembership.objects.visible_to(user)
+        .filter(segment=OuterRef("pk"), exited_at__isnull=True)
+        .order_by()
+        .values("segment")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return qs.annotate(member_count=Coalesce(Subquery(visible, output_field=IntegerField()), 0))
+
+
+def get_segment(user, segment_id: Any) -> Segment:
+    """One segment with its `member_count` for `user`, or Http404."""
+    try:
+        return segment_list(user).get(pk=segment_id)
+    except (Segment.DoesNotExist, ValueError, TypeError):
+        raise Http404("Segment not found") from None
+
+
+def is_stalled(segment: Segment, *, now: datetime | None = None) -> bool:
+    """A recompute that says "calculating" but whose lease has run out crashed; the sweep will retry it."""
+    if segment.status != RecomputeStatus.CALCULATING:
+        return False
+    return segment.lease_until is None or segment.lease_until < (now or timezone.now())
+
+
+def segment_members(user, segment: Segment, *, since: datetime | None = None) -> QuerySet[SegmentMembership]:
+    """The segment's current members `user` may see (their open episodes, customer and owner joined), newest
+    episode first; with `since`, only those who entered at or after it."""
+    qs = (
+        SegmentMembership.objects.visible_to(user)
+        .filter(segment=segment, exited_at__isnull=True)
+        .select_related("customer", "customer__owner")
+    )
+    if since is not None:
+        qs = qs.filter(entered_at__gte=since)
+    return qs.order_by("-id")
+
+
+def segment_exclusions(user, segment: Segment) -> QuerySet[SegmentExclusion]:
+    return SegmentExclusion.objects.visible_to(user).filter(segment=segment).select_related("customer")
+
+
+def segment_sizes(user, segment: Segment) -> QuerySet[SegmentSize]:
+    """Size after each recompute, newest first. For a rep, `visible_size` counts the episodes of their own
+    customers open at that moment (one correlated count per returned row), since the stored sizes count all."""
+    qs = SegmentSize.objects.filter(segment=segment).order_by("-id")
+    if sees_all_customers(user):
+        return qs.annotate(visible_size=F("size"))
+    open_then = (
+        SegmentMembership.objects.visible_to(user)
+        .filter(segment=OuterRef("segment"), entered_at__lte=OuterRef("at"))
+        .filter(Q(exited_at__isnull=True) | Q(exited_at__gt=OuterRef("at")))
+        .order_by()
+        .values("segment")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return qs.annotate(visible_size=Coalesce(Subquery(open_then, output_field=IntegerField()), 0))
+
+
+def rules_reading(segment: Segment) -> list[str]:
+    """Names of the segments and tags whose rules read this segment through `in_segment`."""
+    names = list(
+        Segment.objects.filter(depends_on__contains=[segment.pk]).order_by("name").values_list("name", flat=True)
+    )
+    for tag_rule in TagRule.objects.filter(rule__icontains="in_segment").select_related("tag").order_by("pk"):
+        try:
+            node = validate_rule(tag_rule.rule)
+        except RuleError:
+            continue
+        if any(name == "in_segment" and segment.pk in p["segments"] for name, p in predicates_of(node)):
+            names.append(tag_rule.tag.name)
+    return names
+
+
+def visible_customer_ids(user, ids: list[int]) -> set[int]:
+    """Which of these customer ids `user` may see."""
+    return set(Customer.objects.visible_to(user).filter(pk__in=ids).values_list("pk", flat=True))
+
+
+# ------------------------------------------------------------------------------------------- one customer
+
+
+@dataclass(frozen=True)
+class CustomerLayers:
+    rfm: CustomerRfm | None
+    stages: dict[str, CustomerStage | None]
+    transitions: list[RfmTransition]
+
+
+def customer_memberships(customer: Customer) -> tuple[list[SegmentMembership], list[SegmentMembership]]:
+    """The customer's segments now (newest entry first) and their past episodes (newest exit first), in one
+    query. The caller has already checked that the customer is visible."""
+    episodes = list(
+        SegmentMembership.objects.filter(customer=customer, segment__is_archived=False)
+        .select_related("segment")
+        .order_by("-entered_at", "-id")
+    )
+    current = [e for e in episodes if e.exited_at is None]
+    past = sorted((e for e in episodes if e.exited_at is not None), key=lambda e: (e.exited_at, e.pk), reverse=True)
+    return current, past
+
+
+def customer_layers(customer: Customer, *, transitions: int = 10) -> CustomerLayers:
+    """The customer's RFM values and class, their stage in each layering model, and their latest class changes."""
+    rfm = CustomerRfm.objects.filter(customer=customer).first()
+    by_model = {stage.model: stage for stage in CustomerStage.objects.filter(customer=customer)}
+    recent = list(RfmTransition.objects.filter(customer=customer).order_by("-at", "-id")[:transitions])
+    return CustomerLayers(rfm=rfm, stages={m: by_model.get(m) for m in LayerModel.values}, transitions=recent)
+
+
+# -------------------------------------------------------------------------------------------- layer models
+
+
+def _share(part: int | Decimal, whole: int | Decimal) -> float:
+    return round(float(part) / float(whole), 4) if whole else 0.0
+
+
+def rfm_grid(user) -> dict[str, Any]:
+    """The eight RFM classes and "no purchase" over the customers `user` may see, from one grouped query: count,
+    share of customers, GMV (the window's spend) and its share, and average recency, frequency and spend."""
+    rows = {
+        row["rfm_class"]: row
+        for row in CustomerRfm.objects.visible_to(user)
+        .order_by()
+        .values("rfm_class")
+        .annotate(
+            count=Count("pk"),
+            gmv=Coalesce(Sum("monetary"), Decimal(0)),
+            avg_recency_days=Avg("recency_days"),
+            avg_frequency=Avg("frequency"),
+            avg_monetary=Avg("monetary"),
+        )
+    }
+    customers = sum(row["count"] for row in rows.values())
+    gmv = sum((row["gmv"] for row in rows.values()), Decimal(0))
+    classes = []
+    for key, label in RfmClass.choices:
+        row = rows.get(key, {})
+        count, class_gmv = row.get("count", 0), row.get("gmv", Decimal(0))
+        high = RFM_GRID.get(key)
+        classes.append({
+            "rfm_class": key, "label": str(label), "r_high": high[0] if high else None,
+            "f_high": high[1] if high else None, "m_high": high[2] if high else None,
+            "count": count, "share": _share(count, customers), "gmv": class_gmv, "gmv_share": _share(class_gmv, gmv),
+            "avg_recency_days": _rounded(row.get("avg_recency_days"), 1),
+            "avg_frequency": _rounded(row.get("avg_frequency"), 2),
+            "avg_monetary": _rounded(row.get("avg_monetary"), 2),
+        })  # fmt: skip
+    return {"customers": customers, "gmv": gmv, "classes": classes}
+
+
+def _rounded(value: Any, places: int) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, Decimal):
+        return value.quantize(Decimal(1).scaleb(-places))
+    return round(float(value), places)
+
+
+def day_end(day: date) -> datetime:
+    """The first instant after `day` in the workspace's time zone."""
+    return timezone.make_aware(datetime.combine(day + timedelta(days=1), time.min))
+
+
+def _class_on(moment: datetime) -> Coalesce:
+    """A CustomerRfm row's class just before `moment`, from the class changes: the `to_class` of the last
+    change before it; failing that, the `from_class` of the first change after it (blank: not yet classified);
+    a customer with no change at all has kept their current class."""
+    changes = RfmTransition.objects.filter(customer=OuterRef("customer"))
+    before = changes.filter(at__lt=moment).order_by("-at", "-id").values("to_class")
+    after = changes.filter(at__gte=moment).order_by("at", "id")
+    return Coalesce(
+        Subquery(before[:1]),
+        NullIf(Subquery(after.values("from_class")[:1]), Value("")),
+        _no_changes_class(),
+        Value(UNCLASSIFIED),
+        output_field=CharField(),
+    )
+
+
+def _no_changes_class() -> Case:
+    changed = RfmTransition.objects.filter(customer=OuterRef("customer"))
+    return Case(When(~Exists(changed), then=F("rfm_class")), default=None, output_field=CharField())
+
+
+def rfm_migration(user, *, start: date, end: date) -> dict[str, Any]:
+    """Who moved from which RFM class to which between the end of `start` and the end of `end` (dates in the
+    workspace's time zone), over the customers `user` may see, in one grouped query. Each customer's class on a
+    date is read from the class changes (see `_class_on`); one unclassified on both dates is left out."""
+    pairs = (
+        CustomerRfm.objects.visible_to(user)
+        .annotate(class_from=_class_on(day_end(start)), class_to=_class_on(day_end(end)))
+        .exclude(class_from=UNCLASSIFIED, class_to=UNCLASSIFIED)
+        .order_by()
+        .values("class_from", "class_to")
+        .annotate(n=Count("pk"))
+    )
+    keys = [*RfmClass.values, UNCLASSIFIED]
+    matrix = {row: dict.fromkeys(keys, 0) for row in keys}
+    for pair in pairs:
+        matrix[pair["class_from"]][pair["class_to"]] += pair["n"]
+    customers = sum(sum(row.values()) for row in matrix.values())
+    stayed = sum(matrix[key][key] for key in keys)
+    return {"from": start, "to": end, "classes": keys, "matrix": matrix, "customers": customers,
+            "changed": customers - stayed}  # fmt: skip
+
+
+def stage_order(model: str) -> tuple[list[str], dict[str, str]]:
+    """A layering model's stage keys in their natural order (for the lifecycle: the configured preset's path),
+    and their labels."""
+    from segments.services.layers.stages import LIFECYCLE_PRESETS, STAGES
+
+    labels = {key: str(label) for key, label in STAGES[model].items()}
+    if model == LayerModel.LIFECYCLE:
+        preset = (LayeringSettings.load().lifecycle or {}).get("preset", "ecommerce")
+        return list(LIFECYCLE_PRESETS.get(preset, ())), labels
+    return list(labels), labels
+
+
+def stage_distribution(user, model: str) -> dict[str, Any]:
+    """How many of the customers `user` may see are at each stage of a layering model (one grouped query), in
+    the model's stage order; stages outside it (a former preset's, until the next recompute) follow, largest
+    first."""
+    counts = dict(
+        CustomerStage.objects.visible_to(user)
+        .filter(model=model)
+        .order_by()
+        .values("stage")
+        .annotate(n=Count("pk"))
+        .values_list("stage", "n")
+    )
+    order, labels = stage_order(model)
+    rest = sorted((s for s in counts if s not in order), key=lambda s: (-counts[s], s))
+    total = sum(counts.values())
+    stages = [
+        {"stage": s, "label": labels.get(s, s), "count": counts.get(s, 0), "share": _share(counts.get(s, 0), total)}
+        for s in [*order, *rest]
+    ]
+    return {"model": model, "customers": total, "stages": stages}
+
+
+def aipl_funnel(user) -> dict[str, Any]:
+    """The AIPL distribution as a funnel: each stage's count, the customers who reached it (at it or a later
+    stage) and the conversion from the stage before."""
+    distribution = stage_distribution(user, LayerModel.AIPL)
+    order, _labels = stage_order(LayerModel.AIPL)
+    stages = [s for s in distribution["stages"] if s["stage"] in order]
+    reached = 0
+    for stage in reversed(stages):
+        reached += stage["count"]
+        stage["reached"] = reached
+    previous = None
+    for stage in stages:
+        stage["conversion"] = None if previous is None else _share(stage["reached"], previous)
+        previous = stage["reached"]
+    return {**distribution, "stages": stages}

@@ -1,0 +1,309 @@
+"""RFM, set-based: recency, frequency and monetary per customer, scores 1 to 5, the 8 classes (and no_purchase),
+class changes, a run snapshot and the 9 model segments — a handful of statements in one transaction, whatever the
+number of customers.
+
+Quantile scores use `percent_rank()` (the share of the other buyers with a strictly lower value) cut at
+0.2 / 0.4 / 0.6 / 0.8: equal values always get equal scores, so the result never depends on row order (plain
+NTILE splits ties arbitrarily). Recency is ranked in reverse, so the most recent buyers score highest.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from customers.conditions.predicates import COUNTED_STATUSES
+from segments.models import (
+    LayeringSettings,
+    RfmClass,
+    RfmMethod,
+    RfmRun,
+    default_high_from,
+    default_rfm_thresholds,
+)
+from segments.services.layers.model_segments import ModelSegment, lock_model, set_work_mem, sync_model_segments
+
+logger = logging.getLogger(__name__)
+
+QUANTILE_CUTS = [0.2, 0.4, 0.6, 0.8]
+DIMENSIONS = ("r", "f", "m")
+CLASS_RULES = {  # class → (R high, F high, M high), DOMAIN.md's eight classes
+    RfmClass.IMPORTANT_VALUE: (True, True, True),
+    RfmClass.IMPORTANT_DEVELOP: (True, False, True),
+    RfmClass.IMPORTANT_KEEP: (False, True, True),
+    RfmClass.IMPORTANT_RETAIN: (False, False, True),
+    RfmClass.GENERAL_VALUE: (True, True, False),
+    RfmClass.GENERAL_DEVELOP: (True, False, False),
+    RfmClass.GENERAL_KEEP: (False, True, False),
+    RfmClass.GENERAL_RETAIN: (False, False, False),
+}
+DESCRIPTIONS = {
+    RfmClass.IMPORTANT_VALUE: _("RFM: recent, frequent, high spend. Exclusive perks."),
+    RfmClass.IMPORTANT_DEVELOP: _("RFM: recent, infrequent, high spend. Raise the purchase frequency."),
+    RfmClass.IMPORTANT_KEEP: _("RFM: not recent, frequent, high spend. Was valuable: win them back."),
+    RfmClass.IMPORTANT_RETAIN: _("RFM: not recent, infrequent, high spend. Retain before they are lost."),
+    RfmClass.GENERAL_VALUE: _("RFM: recent, frequent, low spend. Raise the order value."),
+    RfmClass.GENERAL_DEVELOP: _("RFM: recent, infrequent, low spend. Develop with new-customer offers."),
+    RfmClass.GENERAL_KEEP: _("RFM: not recent, frequent, low spend. Keep in touch."),
+    RfmClass.GENERAL_RETAIN: _("RFM: not recent, infrequent, low spend. Discounts."),
+    RfmClass.NO_PURCHASE: _("RFM: no purchase in the window."),
+}
+SEGMENT_NAMES = {**{c: c.label for c in CLASS_RULES}, RfmClass.NO_PURCHASE: _("RFM: no purchase in the window")}
+
+
+@dataclass(frozen=True)
+class RfmParameters:
+    as_of: date
+    window_days: int
+    method: str
+    thresholds: dict[str, list[Any]]
+    high_from: dict[str, int]
+
+    def window(self) -> tuple[datetime, datetime]:
+        """[start, end): the `window_days` calendar days ending with `as_of`, in the workspace time zone."""
+        zone = ZoneInfo(settings.TIME_ZONE)
+        end = datetime.combine(self.as_of + timedelta(days=1), datetime.min.time(), tzinfo=zone)
+        start = datetime.combine(self.as_of - timedelta(days=self.window_days - 1), datetime.min.time(), tzinfo=zone)
+        return start, end
+
+
+def workspace_today() -> date:
+    return timezone.localdate(timezone.now(), ZoneInfo(settings.TIME_ZONE))
+
+
+def parameters(layering: LayeringSettings, as_of: date | None = None) -> RfmParameters:
+    """The run's parameters from the settings, checked (ValueError says what is wrong)."""
+    thresholds = {**default_rfm_thresholds(), **(layering.rfm_thresholds or {})}
+    high_from = {**default_high_from(), **(layering.rfm_high_from or {})}
+    for dim in DIMENSIONS:
+        bounds = thresholds[dim]
+        if not isinstance(bounds, list) or len(bounds) != 4 or not all(_is_number(b) for b in bounds):
+            raise ValueError(f"rfm_thresholds.{dim}: expected four numbers (the lower bounds of scores 5, 4, 3, 2)")
+        ordered = sorted(bounds) if dim == "r" else sorted(bounds, reverse=True)
+        if bounds != ordered or len(set(bounds)) != 4:
+            raise ValueError(f"rfm_thresholds.{dim}: expected strictly {'rising' if dim == 'r' else 'falling'} bounds")
+        if not isinstance(high_from[dim], int) or not 1 <= high_from[dim] <= 5:
+            raise ValueError(f"rfm_high_from.{dim}: expected a score from 1 to 5")
+    if layering.rfm_method not in RfmMethod.values:
+        raise ValueError(f"rfm_method: expected one of {', '.join(RfmMethod.values)}")
+    if layering.rfm_window_days < 1:
+        raise ValueError("rfm_window_days: expected at least one day")
+    return RfmParameters(
+        as_of=as_of or layering.rfm_as_of or workspace_today(),
+        window_days=layering.rfm_window_days,
+        method=layering.rfm_method,
+        thresholds={dim: [Decimal(str(b)) for b in thresholds[dim]] for dim in DIMENSIONS},
+        high_from={dim: high_from[dim] for dim in DIMENSIONS},
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+
+
+# --------------------------------------------------------------------------------------------------------- SQL
+
+# Quantile scores: percent_rank() (the share of the other buyers with a strictly lower value) computed per distinct
+# value — a count per value and a running sum — instead of sorting every buyer three times; recency ranks in
+# reverse. `width_bucket` turns the rank into 1 to 5 at the cuts. Equal values share one rank, hence one score.
+RANK_CTE = """
+{dim}_rank AS (
+    SELECT {column} AS value, 1 + width_bucket(
+        (sum(count(*)) OVER (ORDER BY {column} {direction}) - count(*))::float8
+            / greatest(sum(count(*)) OVER () - 1, 1)::float8,
+        %(cuts)s::float8[]) AS score
+    FROM valued WHERE frequency > 0 GROUP BY {column}
+),"""
+QUANTILE_RANKS = "".join(
+    RANK_CTE.format(dim=dim, column=column, direction=direction)
+    for dim, column, direction in (("r", "recency_days", "DESC"), ("f", "frequency", "ASC"), ("m", "monetary", "ASC"))
+)
+QUANTILE_SCORES = """
+    r.score AS r_score, f.score AS f_score, m.score AS m_score
+    FROM valued v
+    LEFT JOIN r_rank r ON v.frequency > 0 AND r.value = v.recency_days
+    LEFT JOIN f_rank f ON v.frequency > 0 AND f.value = v.frequency
+    LEFT JOIN m_rank m ON v.frequency > 0 AND m.value = v.monetary
+"""
+# Recency bounds are upper bounds in days (30 → "bought within 30 days" scores 5); F and M bounds are lower bounds.
+THRESHOLD_SCORES = """
+    CASE WHEN v.frequency = 0 THEN NULL WHEN v.recency_days <= %(r5)s THEN 5 WHEN v.recency_days <= %(r4)s THEN 4
+         WHEN v.recency_days <= %(r3)s THEN 3 WHEN v.recency_days <= %(r2)s THEN 2 ELSE 1 END AS r_score,
+    CASE WHEN v.frequency = 0 THEN NULL WHEN v.frequency >= %(f5)s THEN 5 WHEN v.frequency >= %(f4)s THEN 4
+         WHEN v.frequency >= %(f3)s THEN 3 WHEN v.frequency >= %(f2)s THEN 2 ELSE 1 END AS f_score,
+    CASE WHEN v.frequency = 0 THEN NULL WHEN v.monetary >= %(m5)s THEN 5 WHEN v.monetary >= %(m4)s THEN 4
+         WHEN v.monetary >= %(m3)s THEN 3 WHEN v.monetary >= %(m2)s THEN 2 ELSE 1 END AS m_score
+    FROM valued v
+"""
+
+# One statement. Values for everyone with a purchase before the end of the window (buyers in the window get
+# scores and a class; earlier buyers are no_purchase with their recency), matched with the stored rows in one full
+# join (plus customers who never bought and have no row yet); only rows that differ are materialized and written:
+# changed rows updated in place by their row address, new ones inserted. Rows of merged customers are dropped. The
+# data-modifying parts all read the snapshot from before the statement; unchanged rows are not touched.
+RECOMPUTE_SQL = """
+WITH merged AS (SELECT id FROM customers_customer WHERE merged_into_id IS NOT NULL),
+purchases AS (
+    SELECT customer_id,
+           max(ordered_at) AS last_at,
+           count(*) FILTER (WHERE ordered_at >= %(start)s) AS frequency,
+           coalesce(sum(amount - refunded_amount) FILTER (WHERE ordered_at >= %(start)s), 0) AS monetary
+    FROM customers_order
+    WHERE status = ANY(%(statuses)s::text[]) AND ordered_at < %(end)s
+    GROUP BY customer_id
+),
+valued AS (
+    SELECT customer_id, (%(as_of)s::date - (last_at AT TIME ZONE %(zone)s)::date) AS recency_days, frequency,
+           monetary
+    FROM purchases WHERE customer_id NOT IN (SELECT id FROM merged)
+),{ranks}
+fresh AS (
+    SELECT v.customer_id, v.recency_days, v.frequency, v.monetary, {scores}
+),
+n AS MATERIALIZED (
+    SELECT customer_id, recency_days, frequency, monetary, r_score, f_score, m_score, rfm_class, old_class, old_row
+    FROM (
+        SELECT coalesce(f.customer_id, old.customer_id) AS customer_id, f.recency_days,
+               coalesce(f.frequency, 0) AS frequency, coalesce(f.monetary, 0) AS monetary,
+               f.r_score, f.f_score, f.m_score,
+               CASE WHEN f.r_score IS NULL THEN 'no_purchase'
+                    ELSE CASE WHEN f.m_score >= %(high_m)s THEN 'important_' ELSE 'general_' END
+                         || CASE WHEN f.r_score >= %(high_r)s
+                                 THEN CASE WHEN f.f_score >= %(high_f)s THEN 'value' ELSE 'develop' END
+                                 ELSE CASE WHEN f.f_score >= %(high_f)s THEN 'keep' ELSE 'retain' END END
+               END AS rfm_class,
+               old.ctid AS old_row, old.rfm_class AS old_class, old.recency_days AS old_recency,
+               old.frequency AS old_frequency, old.monetary AS old_monetary, old.r_score AS old_r,
+               old.f_score AS old_f, old.m_score AS old_m
+        FROM fresh f FULL JOIN segments_customerrfm old ON old.customer_id = f.customer_id
+        WHERE f.customer_id IS NOT NULL OR old.rfm_class <> 'no_purchase' OR old.recency_days IS NOT NULL
+              OR old.frequency <> 0
+        UNION ALL  -- customers who never bought and have no row yet
+        SELECT c.id, NULL, 0, 0, NULL, NULL, NULL, 'no_purchase', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+        FROM customers_customer c
+        WHERE NOT EXISTS (SELECT 1 FROM segments_customerrfm r WHERE r.customer_id = c.id)
+          AND NOT EXISTS (SELECT 1 FROM purchases p WHERE p.customer_id = c.id)
+    ) x
+    WHERE (old_recency, old_frequency, old_monetary, old_r, old_f, old_m, old_class)
+          IS DISTINCT FROM (recency_days, frequency, monetary, r_score, f_score, m_score, rfm_class)
+      AND customer_id NOT IN (SELECT id FROM merged)
+),
+moves AS (
+    INSERT INTO segments_rfmtransition (run_id, customer_id, from_class, to_class, at)
+    SELECT %(run)s, customer_id, coalesce(old_class, ''), rfm_class, %(at)s FROM n
+    WHERE old_class IS DISTINCT FROM rfm_class
+    RETURNING 1
+),
+updated AS (
+    UPDATE segments_customerrfm t
+    SET recency_days = n.recency_days, frequency = n.frequency, monetary = n.monetary, r_score = n.r_score,
+        f_score = n.f_score, m_score = n.m_score, rfm_class = n.rfm_class, computed_at = %(at)s
+    FROM n WHERE t.ctid = n.old_row
+    RETURNING 1
+),
+inserted AS (
+    INSERT INTO segments_customerrfm (customer_id, recency_days, frequency, monetary, r_score, f_score, m_score,
+                                      rfm_class, computed_at)
+    SELECT customer_id, recency_days, frequency, monetary, r_score, f_score, m_score, rfm_class, %(at)s
+    FROM n WHERE n.old_row IS NULL
+    RETURNING 1
+),
+gone AS (
+    DELETE FROM segments_customerrfm t USING merged WHERE t.customer_id = merged.id
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM moves), (SELECT count(*) FROM updated), (SELECT count(*) FROM inserted),
+       (SELECT count(*) FROM gone)
+"""
+
+SUMMARY_SQL = """
+SELECT rfm_class, count(*), coalesce(sum(monetary), 0), avg(recency_days), avg(frequency), avg(monetary)
+FROM segments_customerrfm GROUP BY rfm_class
+"""
+
+MEMBERS_SQL = "SELECT customer_id FROM segments_customerrfm WHERE rfm_class = %s"
+ASSIGNMENT_SQL = "SELECT customer_id, 'rfm:' || rfm_class FROM segments_customerrfm"
+
+
+def _sql_params(p: RfmParameters, *, run: RfmRun, at: datetime) -> tuple[str, dict[str, Any]]:
+    start, end = p.window()
+    values: dict[str, Any] = {
+        "start": start, "end": end, "as_of": p.as_of, "zone": settings.TIME_ZONE, "statuses": list(COUNTED_STATUSES),
+        "run": run.pk, "at": at, **{f"high_{dim}": p.high_from[dim] for dim in DIMENSIONS},
+    }  # fmt: skip
+    if p.method == RfmMethod.QUANTILE:
+        values["cuts"] = QUANTILE_CUTS
+        return RECOMPUTE_SQL.format(ranks=QUANTILE_RANKS, scores=QUANTILE_SCORES), values
+    for dim in DIMENSIONS:
+        values.update({f"{dim}{score}": b for score, b in zip((5, 4, 3, 2), p.thresholds[dim], strict=True)})
+    return RECOMPUTE_SQL.format(ranks="", scores=THRESHOLD_SCORES), values
+
+
+def model_segments() -> list[ModelSegment]:
+    return [
+        ModelSegment(f"rfm:{value}", SEGMENT_NAMES[RfmClass(value)], DESCRIPTIONS[RfmClass(value)], MEMBERS_SQL,
+                     (value,))
+        for value in RfmClass.values
+    ]  # fmt: skip
+
+
+def summarize(rows: list[tuple]) -> dict[str, dict[str, Any]]:
+    """Per class: count and share of customers, GMV (monetary sum) and its share, average R, F and M."""
+    by_class = {row[0]: row for row in rows}
+    customers = sum(row[1] for row in rows) or 1
+    gmv = sum((row[2] for row in rows), Decimal(0)) or Decimal(1)
+    counts = {}
+    for value in RfmClass.values:
+        _cls, count, monetary, recency, frequency, average = by_class.get(value, (value, 0, Decimal(0), None, 0, 0))
+        counts[value] = {
+            "count": count,
+            "share": round(count / customers, 4),
+            "gmv": float(round(monetary, 2)),
+            "gmv_share": float(round(monetary / gmv, 4)),
+            "avg_recency_days": None if recency is None else float(round(recency, 1)),
+            "avg_frequency": float(round(frequency or 0, 2)),
+            "avg_monetary": float(round(average or 0, 2)),
+        }
+    return counts
+
+
+def recompute_rfm(*, as_of: date | None = None, work_mem: str = "256MB") -> RfmRun:
+    """Recompute every customer's RFM as of `as_of` (default: settings.rfm_as_of, else today in the workspace
+    zone), record class changes and the run's snapshot, and move the 9 model segments — one transaction, under the
+    model's lock. Idempotent: the same data and date change nothing (no transition, no membership row)."""
+    started = time.monotonic()
+    at = timezone.now()
+    with transaction.atomic(durable=True):
+        lock_model("rfm")
+        set_work_mem(work_mem)
+        p = parameters(LayeringSettings.load(), as_of)
+        run = RfmRun.objects.create(started_at=at, as_of=p.as_of, window_days=p.window_days, method=p.method)
+        sql, values = _sql_params(p, run=run, at=at)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, values)
+            moves, updated, inserted, gone = cursor.fetchone()
+            cursor.execute(SUMMARY_SQL)
+            counts = summarize(cursor.fetchall())
+        changes = sync_model_segments("rfm:", model_segments(), at=at, assignment_sql=ASSIGNMENT_SQL)
+        run.counts = counts
+        run.transitions = moves
+        run.duration_ms = int((time.monotonic() - started) * 1000)
+        run.save(update_fields=["counts", "transitions", "duration_ms"])
+    logger.info(
+        "segments.rfm_recomputed",
+        extra={"run": run.pk, "as_of": str(p.as_of), "transitions": moves,
+               "updated": updated, "inserted": inserted, "removed": gone, "duration_ms": run.duration_ms,
+               "entered": sum(c.entered for c in changes.values()),
+               "exited": sum(c.exited for c in changes.values())},
+    )  # fmt: skip
+    return run
