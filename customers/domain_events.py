@@ -159,24 +159,15 @@ def _mark_processed(ids: list[int]) -> None:
     DomainEvent.objects.filter(pk__in=ids).update(processed_at=timezone.now())
 
 
-def consume(shard: int, *, batch_size: int = 500, max_batches: int = 200) -> int:
-    """Handle this shard's pending events, oldest first; returns how many. Safe to call from many workers."""
-    handled = 0
-    while True:
-        if not _try_lock(shard):
-            return handled  # another worker holds the shard and will see our events
-        try:
-            for _batch in range(max_batches):
-                done = _consume_batch(shard, batch_size)
-                handled += done
-                if done == 0:
-                    break
-        finally:
-            _unlock(shard)
-        # An event committed between our last look and the unlock was left by its kick (the lock was held):
-        # look once more so it is not left for the sweep.
-        if not _pending(shard, 1):
-            return handled
+def consume(shard: int, *, batch_size: int = 500) -> int:
+    """Handle one batch of this shard's pending events, oldest first, if no other worker holds the shard;
+    returns how many. Safe to call from many workers."""
+    if not _try_lock(shard):
+        return 0  # another worker holds the shard and will see our events
+    try:
+        return _consume_batch(shard, batch_size)
+    finally:
+        _unlock(shard)
 
 
 def _consume_batch(shard: int, batch_size: int) -> int:
@@ -211,9 +202,21 @@ def _consume_one(event: DomainEvent) -> None:
         logger.exception("domain_events.event_failed", extra={"event": event.pk, "attempts": attempts})
 
 
-def consume_all() -> int:
-    """Consume every shard not already held by another worker (what a task and the sweep both run)."""
-    return sum(consume(shard) for shard in range(shard_count()))
+def consume_all(*, max_passes: int = 1000) -> int:
+    """Consume every shard, one batch of each in turn, until a pass finds nothing (what a task and the sweep
+    both run). Round-robin: a busy shard never starves the others while a worker drains it."""
+    handled, rechecks = 0, 0
+    for _pass in range(max_passes):
+        done = sum(consume(shard) for shard in range(shard_count()))
+        handled += done
+        if done:
+            continue
+        # An event committed while we held its shard had its kick turned away by our lock: look again after
+        # unlocking (a couple of times, not forever: what stays pending may be in another worker's hands).
+        if rechecks >= 2 or not any(_pending(shard, 1) for shard in range(shard_count())):
+            break
+        rechecks += 1
+    return handled
 
 
 def pending_count() -> int:

@@ -67,12 +67,19 @@ def sync_membership(
         WITH m(id) AS MATERIALIZED ({members_sql}),
         p AS (SELECT %s::bigint AS segment, %s::text AS entry, %s::text AS exit, %s::bigint[] AS ids,
               %s::timestamptz AS at),
+        cur AS MATERIALIZED (
+            SELECT sm.customer_id FROM segments_segmentmembership sm
+            WHERE sm.segment_id = (SELECT segment FROM p) AND sm.exited_at IS NULL {scope}
+        ),
+        -- The diff as a FULL JOIN (hash or merge join only): NOT EXISTS let stale estimates pick a nested loop.
+        diff AS MATERIALIZED (
+            SELECT m.id AS gained, cur.customer_id AS lapsed FROM m FULL JOIN cur ON cur.customer_id = m.id
+            WHERE m.id IS NULL OR cur.customer_id IS NULL
+        ),
         ins AS (
             INSERT INTO segments_segmentmembership (segment_id, customer_id, entered_at, entry_reason, exit_reason)
-            SELECT (SELECT segment FROM p), m.id, (SELECT at FROM p), (SELECT entry FROM p), '' FROM m
-            WHERE NOT {excluded.format(alias="m.id")}
-              AND NOT EXISTS (SELECT 1 FROM segments_segmentmembership sm WHERE sm.segment_id = (SELECT segment FROM p)
-                              AND sm.customer_id = m.id AND sm.exited_at IS NULL)
+            SELECT (SELECT segment FROM p), gained, (SELECT at FROM p), (SELECT entry FROM p), '' FROM diff
+            WHERE gained IS NOT NULL AND NOT {excluded.format(alias="gained")}
             ON CONFLICT (segment_id, customer_id) WHERE exited_at IS NULL DO NOTHING
             RETURNING customer_id
         ),
@@ -80,9 +87,12 @@ def sync_membership(
             UPDATE segments_segmentmembership sm SET exited_at = (SELECT at FROM p),
                 exit_reason = CASE WHEN {excluded.format(alias="sm.customer_id")} THEN 'excluded'
                                    ELSE (SELECT exit FROM p) END
-            WHERE sm.segment_id = (SELECT segment FROM p) AND sm.exited_at IS NULL {scope}
-              AND (NOT EXISTS (SELECT 1 FROM m WHERE m.id = sm.customer_id)
-                   OR {excluded.format(alias="sm.customer_id")})
+            WHERE sm.segment_id = (SELECT segment FROM p) AND sm.exited_at IS NULL
+              AND sm.customer_id IN (
+                  SELECT lapsed FROM diff WHERE lapsed IS NOT NULL
+                  UNION ALL
+                  SELECT cur.customer_id FROM cur WHERE {excluded.format(alias="cur.customer_id")}
+              )
             RETURNING sm.customer_id
         ),
         ev AS (
