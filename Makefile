@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 # Every target that needs PostgreSQL and Redis evaluates this first (machine services, or embedded ones).
 SERVICES := eval "$$($(PY) scripts/services.py env)"
 
-.PHONY: help run test lint format install migrate messages seed services services-stop bench-ingest bench-api chromium
+.PHONY: help run test lint format install migrate messages seed services services-stop bench-ingest bench-api bench-segments bench-rules bench-reaction chromium
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -65,3 +65,12 @@ bench-ingest: install ## bulk ingest throughput next to bare COPY (bench/ingest.
 
 bench-api: install ## customer list/detail latency (run against a seeded database; bench/api.py)
 	@$(SERVICES) && $(PY) bench/api.py
+
+bench-rules: install ## auto-tag rule at 1M customers vs hand-written SQL (seeded database; bench/rules.py)
+	@$(SERVICES) && $(PY) bench/rules.py
+
+bench-reaction: install ## order commit -> rule tag visible, real worker + beat (own seeded database; bench/reaction.py)
+	@$(SERVICES) && $(PY) bench/reaction.py
+
+bench-segments: install ## RFM recompute vs bare aggregate, segment count, members page (seeded database; bench/segments.py)
+	@$(SERVICES) && $(PY) bench/segments.py
