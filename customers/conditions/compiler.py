@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.db.models import Q
@@ -75,9 +75,31 @@ def to_q(node: Node, ctx: Context) -> Q:
         return registry.get(node.predicate).q(node.params, ctx)
     if node.kind == "not":
         return ~to_q(node.children[0], ctx)
+    if node.kind == "all":
+        return _all_q(node, ctx)
     combined = Q()
     for child in node.children:
-        combined = combined & to_q(child, ctx) if node.kind == "all" else combined | to_q(child, ctx)
+        combined |= to_q(child, ctx)
+    return combined
+
+
+def _scans(node: Node) -> bool:
+    if node.kind == "predicate":
+        return registry.get(node.predicate).scans_rows
+    return any(_scans(child) for child in node.children)
+
+
+def _all_q(node: Node, ctx: Context) -> Q:
+    """AND of the children; the aggregates among them read only the rows of the customers the cheap ones leave."""
+    cheap = [child for child in node.children if not _scans(child)]
+    scanning = [child for child in node.children if _scans(child)]
+    combined = Q()
+    for child in cheap:
+        combined &= to_q(child, ctx)
+    if scanning and cheap and ctx.customer_ids is None:
+        ctx = replace(ctx, candidates=combined if ctx.candidates is None else ctx.candidates & combined)
+    for child in scanning:
+        combined &= to_q(child, ctx)
     return combined
 
 

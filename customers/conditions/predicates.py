@@ -327,6 +327,7 @@ class _OrderAggregate(Predicate):
     params = frozenset({"op", "value", "window", "products", "categories"})
     value_type = "number"
     reacts_to = ORDER_CHANGES
+    scans_rows = True
 
     def is_time_relative(self, params):
         return params["window"].last_days is not None
@@ -422,6 +423,7 @@ class BoughtPredicate(Predicate):
     name = "bought"
     params = frozenset({"products", "categories", "window"})
     reacts_to = ORDER_CHANGES
+    scans_rows = True
 
     def is_time_relative(self, params):
         return params["window"].last_days is not None
@@ -452,6 +454,7 @@ def _days_since(latest_expression, ctx: Context):
 
 class _DaysSince(Predicate):
     params = frozenset({"op", "value"})
+    scans_rows = True
 
     def is_time_relative(self, params):
         return params["op"] not in ("is_set", "not_set")
@@ -527,6 +530,7 @@ class EventCountPredicate(Predicate):
     name = "event_count"
     params = frozenset({"type", "properties", "op", "value", "window"})
     reacts_to = EVENT_CHANGES
+    scans_rows = True
 
     def is_time_relative(self, params):
         return params["window"].last_days is not None

@@ -76,16 +76,23 @@ class Context:
 
     now: datetime
     customer_ids: tuple[int, ...] | None = None
+    # Inside an `all`, the customers its cheap conditions (profile, tags, segments) leave: aggregates over orders
+    # and events read only their rows. Customers outside fail the `all` anyway, whatever the aggregate says.
+    candidates: Q | None = None
 
     @classmethod
     def current(cls, customer_ids: tuple[int, ...] | None = None) -> Context:
         return cls(now=timezone.now(), customer_ids=customer_ids)
 
     def scope(self, rows, customer_field: str = "customer_id"):
-        """Limit a queryset of per-customer rows to the customers asked about, if any."""
-        if self.customer_ids is None:
-            return rows
-        return rows.filter(**{f"{customer_field}__in": self.customer_ids})
+        """Limit a queryset of per-customer rows to the customers asked about, or the candidates, if any."""
+        if self.customer_ids is not None:
+            return rows.filter(**{f"{customer_field}__in": self.customer_ids})
+        if self.candidates is not None:
+            from customers.models import Customer
+
+            return rows.filter(**{f"{customer_field}__in": Customer.objects.filter(self.candidates).values("pk")})
+        return rows
 
     def start_of_day(self, day: date) -> datetime:
         return datetime.combine(day, time.min, tzinfo=timezone.get_current_timezone())
@@ -100,6 +107,8 @@ class Predicate:
     # Domain event kinds after which a customer's result may change ("*": any), so incremental evaluation can
     # skip rules an event cannot affect.
     reacts_to: ClassVar[frozenset[str]] = frozenset({"*"})
+    # Aggregates over many rows (orders, events): inside an `all`, they read only the candidates' rows.
+    scans_rows: ClassVar[bool] = False
 
     def is_time_relative(self, params: dict[str, Any]) -> bool:
         """Whether the result can change with the clock alone (then hourly sweeps re-evaluate it)."""
