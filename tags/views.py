@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -172,7 +173,7 @@ def tag_detail(request, pk: int):
     return _render_tag_detail(request, get_object_or_404(Tag.objects.select_related("group"), pk=pk))
 
 
-def _form_issues(form: RuleForm) -> list[RuleIssue]:
+def _form_issues(form: forms.Form) -> list[RuleIssue]:
     return [RuleIssue("$", str(message)) for message in form.errors.get("rule", [])]
 
 
@@ -182,7 +183,12 @@ def preview_rule(request, pk: int):
     """The rule in words, how many of the customers the user may see match it, and a sample; or its issues."""
     _require_manager(request)
     get_object_or_404(Tag, pk=pk)
-    form = RuleForm(request.POST)
+    return render_rule_preview(request, RuleForm(request.POST))
+
+
+def render_rule_preview(request: HttpRequest, form: forms.Form) -> HttpResponse:
+    """The preview fragment of a rule builder's form (its `rule` field): the rule in words, how many of the
+    customers the user may see match it and a sample, or its issues with their paths. Tags and segments use it."""
     if not form.is_valid():
         return render(request, "tags/_rule_preview.html", {"issues": _form_issues(form)})
     rule = form.cleaned_data["rule"]

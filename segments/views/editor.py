@@ -12,8 +12,7 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from customers.conditions import RuleError, RuleIssue, describe, matching_customers, validate
-from customers.models import Customer
+from customers.conditions import RuleError, RuleIssue
 from segments.forms import (
     CONDITION_FIELDS,
     ConditionForm,
@@ -25,8 +24,7 @@ from segments.forms import (
 from segments.models import Segment, SegmentKind
 from segments.services import segments as service
 from segments.views.segments import managed_segment, require_manager
-
-SAMPLE_SIZE = 10
+from tags.views import render_rule_preview
 
 
 def _render_editor(
@@ -118,21 +116,4 @@ def preview_rule(request):
     """The rule in words, how many of the customers the user may see match it now, and a sample; or its issues
     with their paths (the builder marks them on the conditions)."""
     require_manager(request)
-    form = RuleForm(request.POST)
-    if not form.is_valid():
-        issues = [RuleIssue("$", str(message)) for message in form.errors["rule"]]
-        return render(request, "tags/_rule_preview.html", {"issues": issues})
-    rule = form.cleaned_data["rule"]
-    if rule in ({"all": []}, {"any": []}):  # a builder just opened: nothing to check yet
-        return render(request, "tags/_rule_preview.html", {"is_empty": True})
-    try:
-        validate(rule)
-    except RuleError as error:
-        return render(request, "tags/_rule_preview.html", {"issues": error.issues})
-    matches = matching_customers(rule, base=Customer.objects.visible_to(request.user))
-    context = {
-        "description": describe(rule),
-        "count": matches.count(),
-        "sample": matches.select_related("owner").order_by("-id")[:SAMPLE_SIZE],
-    }
-    return render(request, "tags/_rule_preview.html", context)
+    return render_rule_preview(request, RuleForm(request.POST))
