@@ -46,19 +46,9 @@ from segments.models import (
     SegmentMembership,
     SegmentSize,
 )
+from segments.services.layers.rfm import CLASS_RULES
 from tags.models import TagRule
 
-# (R high, F high, M high) of each RFM class: where it sits in the 2x2x2 grid. "High" R means recent.
-RFM_GRID: dict[str, tuple[bool, bool, bool]] = {
-    RfmClass.IMPORTANT_VALUE: (True, True, True),
-    RfmClass.IMPORTANT_DEVELOP: (True, False, True),
-    RfmClass.IMPORTANT_KEEP: (False, True, True),
-    RfmClass.IMPORTANT_RETAIN: (False, False, True),
-    RfmClass.GENERAL_VALUE: (True, True, False),
-    RfmClass.GENERAL_DEVELOP: (True, False, False),
-    RfmClass.GENERAL_KEEP: (False, True, False),
-    RfmClass.GENERAL_RETAIN: (False, False, False),
-}
 UNCLASSIFIED = "unclassified"
 
 # ------------------------------------------------------------------------------------------------- segments
@@ -215,7 +205,7 @@ def rfm_grid(user) -> dict[str, Any]:
     for key, label in RfmClass.choices:
         row = rows.get(key, {})
         count, class_gmv = row.get("count", 0), row.get("gmv", Decimal(0))
-        high = RFM_GRID.get(key)
+        high = CLASS_RULES.get(key)
         classes.append({
             "rfm_class": key, "label": str(label), "r_high": high[0] if high else None,
             "f_high": high[1] if high else None, "m_high": high[2] if high else None,
