@@ -109,14 +109,12 @@ def enqueue_consumers() -> bool:
     """
     global _broker_down_until
     from customers.tasks import consume_domain_events
+    from scrm.celery import send_quietly
 
     if time.monotonic() < _broker_down_until:
         return False
-    try:
-        consume_domain_events.apply_async(retry=False)
-    except Exception as exc:  # kombu/redis raise many kinds; none may fail the write that already committed
+    if not send_quietly(consume_domain_events):
         _broker_down_until = time.monotonic() + BROKER_BACKOFF_SECONDS
-        logger.warning("domain_events.enqueue_failed", extra={"error": str(exc)})
         return False
     return True
 

@@ -1,5 +1,6 @@
 """The Celery application. The beat schedule lives here, each entry with when and why."""
 
+import logging
 import os
 
 from celery import Celery
@@ -10,6 +11,21 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scrm.settings")
 app = Celery("scrm")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+logger = logging.getLogger(__name__)
+
+
+def send_quietly(task, *args) -> bool:
+    """Send `task`; a broker that is down is logged, never raised. For sends after a write has committed, whose
+    work a periodic task catches up on (the broker settings make a dead Redis fail here within a second)."""
+    options = {"args": list(args)} if args else {}
+    try:
+        task.apply_async(**options, retry=False)
+    except Exception as exc:  # kombu/redis raise many kinds; none may fail a write that already committed
+        logger.warning("celery.send_failed", extra={"task": task.name, "error": str(exc)})
+        return False
+    return True
+
 
 app.conf.beat_schedule = {
     # Domain events whose after-commit task was lost (broker down, worker killed) are consumed within seconds.

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from customers.conditions import reacts_to
-from customers.conditions import validate as validate_rule
+from customers.conditions import reactions_of
 from customers.models import DomainEvent
 from tags.models import TagRule
 from tags.services import apply_rule
 
 # Every kind that can change a rule's outcome (the predicates say which matter to each rule).
 KINDS = frozenset({"*"})
-
-_reactions: dict[tuple[int, object], frozenset[str]] = {}
-
-
-def _reacts_to(rule: TagRule) -> frozenset[str]:
-    key = (rule.pk, rule.updated_at)
-    if key not in _reactions:
-        _reactions[key] = reacts_to(validate_rule(rule.rule))
-    return _reactions[key]
 
 
 def apply_rules_to_changed_customers(events: list[DomainEvent]) -> None:
@@ -27,7 +17,7 @@ def apply_rules_to_changed_customers(events: list[DomainEvent]) -> None:
     if not rules:
         return
     for rule in rules:
-        kinds = _reacts_to(rule)
+        kinds = reactions_of(rule.rule)
         affected = {e.customer_id for e in events if "*" in kinds or e.kind in kinds}
         if affected:
             apply_rule(rule, customer_ids=affected)

@@ -271,14 +271,10 @@ def delete_rule(tag_rule: TagRule) -> None:
 
 
 def _enqueue_full_run(rule_id: int) -> None:
+    from scrm.celery import send_quietly
     from tags.tasks import evaluate_rule
 
-    try:
-        evaluate_rule.apply_async(args=[rule_id], retry=False)
-    except Exception:  # the daily full run catches up; saving a rule must not fail on the broker
-        import logging
-
-        logging.getLogger(__name__).warning("tags.rule_enqueue_failed", extra={"rule": rule_id})
+    send_quietly(evaluate_rule, rule_id)  # if the broker is down, the nightly full run catches up
 
 
 def apply_rules(*, time_relative_only: bool = False) -> dict[int, RuleRun]:

@@ -17,13 +17,21 @@ from typing import Any
 from django.db.models import Q, QuerySet
 
 from customers.conditions import predicates  # noqa: F401  (registers the customers app's predicates)
-from customers.conditions.compiler import Node, check, is_time_relative, predicates_of, reacts_to, to_q
+from customers.conditions.compiler import (
+    Node,
+    check,
+    is_time_relative,
+    predicates_of,
+    reactions_of,
+    reacts_to,
+    to_q,
+)
 from customers.conditions.compiler import describe as describe_node
 from customers.conditions.registry import Context, Predicate, RuleError, RuleIssue, register
 
 __all__ = [
     "Context", "Node", "Predicate", "RuleError", "RuleIssue", "compile_rule", "describe", "is_time_relative",
-    "matching_customers", "predicates_of", "reacts_to", "register", "validate",
+    "matching_customers", "predicates_of", "reactions_of", "reacts_to", "register", "validate",
 ]  # fmt: skip
 
 

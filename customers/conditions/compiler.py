@@ -128,5 +128,19 @@ def reacts_to(node: Node) -> frozenset[str]:
     return frozenset(kinds)
 
 
+def reactions_of(rule: Any) -> frozenset[str]:
+    """`reacts_to` of a stored (already validated) rule, read from its JSON: no validation, no queries, so the
+    consumers can ask it for every rule of every batch. An unknown predicate reacts to everything."""
+    if not isinstance(rule, dict):
+        return frozenset({"*"})
+    if "not" in rule:
+        return reactions_of(rule["not"])
+    for group in ("all", "any"):
+        if group in rule:
+            return frozenset().union(*(reactions_of(child) for child in rule[group]))
+    predicate = registry.get(rule.get("predicate"))
+    return predicate.reacts_to if predicate is not None else frozenset({"*"})
+
+
 def is_time_relative(node: Node) -> bool:
     return any(registry.get(name).is_time_relative(params) for name, params in predicates_of(node))

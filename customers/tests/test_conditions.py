@@ -4,7 +4,7 @@ from decimal import Decimal
 import pytest
 from django.utils import translation
 
-from customers.conditions import Context, RuleError, describe, matching_customers, reacts_to, validate
+from customers.conditions import Context, RuleError, describe, matching_customers, reactions_of, reacts_to, validate
 from customers.conditions import is_time_relative as rule_is_time_relative
 from customers.models import CustomAttribute
 from customers.tests.factories import CustomerFactory, OrderFactory, OrderLineFactory, ProductFactory
@@ -112,6 +112,7 @@ def test_rules_know_which_changes_and_whether_the_clock_can_change_their_result(
     assert "event.recorded" not in reacts_to(windowed)
     assert rule_is_time_relative(windowed) is True
     assert reacts_to(profile) == {"customer.created", "customer.updated", "customer.merged"}
+    assert reactions_of(MASKS_5_TIMES_AND_5000) == reacts_to(windowed)  # read from the JSON, without validating
     assert rule_is_time_relative(profile) is False
 
 

@@ -167,7 +167,7 @@ class SegmentViewSet(viewsets.ModelViewSet):
                 raise Conflict(_("A recompute of this segment is already running."), code="recompute_running")
             return self._output(segment)
         segment_id = segment.pk
-        transaction.on_commit(lambda: _enqueue_recompute(segment_id))
+        transaction.on_commit(lambda: service.enqueue_recompute(segment_id))
         return self._output(segment, code=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=s.FreezeInput, responses={201: s.SegmentOutput})
@@ -284,15 +284,6 @@ def _customer_ids(request: Request, serializer_class) -> dict:
     return {**data.validated_data, "customers": sorted(wanted)}
 
 
-def _enqueue_recompute(segment_id: int) -> None:
-    from segments.tasks import recompute_segment_task
-
-    try:
-        recompute_segment_task.apply_async(args=[segment_id], retry=False)
-    except Exception:  # the nightly rebuild catches up; the request has already been answered
-        logger.warning("segments.enqueue_failed", extra={"segment": segment_id})
-
-
 # ------------------------------------------------------------------------------------------- one customer
 
 
@@ -399,9 +390,7 @@ class LayerViewSet(viewsets.ViewSet):
 
 
 def _enqueue_layers() -> None:
+    from scrm.celery import send_quietly
     from segments.tasks import recompute_layers
 
-    try:
-        recompute_layers.apply_async(retry=False)
-    except Exception:  # the nightly run catches up; the request has already been answered
-        logger.warning("segments.layers_enqueue_failed")
+    send_quietly(recompute_layers)  # if the broker is down, the nightly run catches up

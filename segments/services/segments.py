@@ -21,7 +21,7 @@ from customers.conditions import (
     is_time_relative,
     matching_customers,
     predicates_of,
-    reacts_to,
+    reactions_of,
 )
 from customers.conditions import validate as validate_rule
 from customers.models import Customer
@@ -94,17 +94,16 @@ def save_segment(
                                         "updated_at"])  # fmt: skip
         if kind == SegmentKind.DYNAMIC:
             segment_id = segment.pk
-            transaction.on_commit(lambda: _enqueue_recompute(segment_id))
+            transaction.on_commit(lambda: enqueue_recompute(segment_id))
     return segment
 
 
-def _enqueue_recompute(segment_id: int) -> None:
+def enqueue_recompute(segment_id: int) -> None:
+    """Send the segment's full rebuild to a worker; if the broker is down, the nightly rebuild catches up."""
+    from scrm.celery import send_quietly
     from segments.tasks import recompute_segment_task
 
-    try:
-        recompute_segment_task.apply_async(args=[segment_id], retry=False)
-    except Exception:  # the stale-lease sweep and the schedule catch up; saving must not fail on the broker
-        logger.warning("segments.enqueue_failed", extra={"segment": segment_id})
+    send_quietly(recompute_segment_task, segment_id)
 
 
 # -------------------------------------------------------------------------------------------------- recompute
@@ -219,23 +218,13 @@ def update_for_customers(customer_ids: Iterable[int], *, kinds: Iterable[str] | 
     kinds = set(kinds or ["*"])
     changed = 0
     for segment in dependency_order(Segment.objects.filter(kind=SegmentKind.DYNAMIC, is_archived=False)):
-        reactions = _reactions(segment)
+        reactions = reactions_of(segment.rule)
         if "*" not in reactions and "*" not in kinds and not (reactions & kinds):
             continue
         sql, params = queryset_sql(matching_customers(segment.rule, ctx=ctx, customer_ids=ids))
         change = sync_membership(segment, sql, params, customer_ids=ids, at=ctx.now)
         changed += change.entered + change.exited
     return changed
-
-
-_reaction_cache: dict[tuple[int, Any], frozenset[str]] = {}
-
-
-def _reactions(segment: Segment) -> frozenset[str]:
-    key = (segment.pk, segment.updated_at)
-    if key not in _reaction_cache:
-        _reaction_cache[key] = reacts_to(validate_rule(segment.rule))
-    return _reaction_cache[key]
 
 
 # ------------------------------------------------------------------------------------- static lists, exclusions
