@@ -17,7 +17,15 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from customers import domain_events
-from customers.conditions import Context, RuleError, RuleIssue, is_time_relative, matching_customers, predicates_of
+from customers.conditions import (
+    Context,
+    RuleError,
+    RuleIssue,
+    is_time_relative,
+    leads_back,
+    matching_customers,
+    predicates_of,
+)
 from customers.conditions import validate as validate_rule
 from customers.models import Customer, DomainEventKind
 from tags.models import (
@@ -223,15 +231,8 @@ def _referenced_tags(rule: Any) -> set[int]:
 def _check_no_cycle(tag: Tag, rule: Any) -> None:
     """Refuse a rule whose tag feeds back into itself through rules (it would flip on every evaluation)."""
     graph = {r.tag_id: _referenced_tags(r.rule) for r in TagRule.objects.exclude(tag=tag).filter(is_active=True)}
-    graph[tag.pk] = _referenced_tags(rule)
-    stack, seen = list(graph[tag.pk]), set()
-    while stack:
-        current = stack.pop()
-        if current == tag.pk:
-            raise RuleError([RuleIssue("$", _("The rule depends on its own tag (directly or through other rules)."))])
-        if current not in seen:
-            seen.add(current)
-            stack.extend(graph.get(current, ()))
+    if leads_back(tag.pk, _referenced_tags(rule), graph):
+        raise RuleError([RuleIssue("$", _("The rule depends on its own tag (directly or through other rules)."))])
 
 
 def save_rule(tag: Tag, rule: Any, *, by=None, is_active: bool = True) -> TagRule:

@@ -21,6 +21,7 @@ from customers.conditions.compiler import (
     Node,
     check,
     is_time_relative,
+    leads_back,
     predicates_of,
     reactions_of,
     reacts_to,
@@ -31,7 +32,7 @@ from customers.conditions.registry import Context, Predicate, RuleError, RuleIss
 
 __all__ = [
     "Context", "Node", "Predicate", "RuleError", "RuleIssue", "compile_rule", "describe", "is_time_relative",
-    "matching_customers", "predicates_of", "reactions_of", "reacts_to", "register", "validate",
+    "leads_back", "matching_customers", "predicates_of", "reactions_of", "reacts_to", "register", "validate",
 ]  # fmt: skip
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -144,3 +145,17 @@ def reactions_of(rule: Any) -> frozenset[str]:
 
 def is_time_relative(node: Node) -> bool:
     return any(registry.get(name).is_time_relative(params) for name, params in predicates_of(node))
+
+
+def leads_back(start: Any, dependencies: Iterable[Any], graph: Mapping[Any, Iterable[Any]]) -> bool:
+    """Whether following `dependencies` (then `graph`: node → what its rule reads) comes back to `start`: a rule
+    that depends on its own outcome (a tag's rule reading the tag, a segment built on itself) is refused."""
+    stack, seen = list(dependencies), set()
+    while stack:
+        current = stack.pop()
+        if current == start:
+            return True
+        if current not in seen:
+            seen.add(current)
+            stack.extend(graph.get(current, ()))
+    return False

@@ -19,6 +19,7 @@ from customers.conditions import (
     RuleError,
     RuleIssue,
     is_time_relative,
+    leads_back,
     matching_customers,
     predicates_of,
     reactions_of,
@@ -49,14 +50,8 @@ def referenced_segments(rule: Any) -> list[int]:
 
 def _check_no_cycle(segment_id: int | None, depends_on: list[int]) -> None:
     graph = {s.pk: s.depends_on for s in Segment.objects.exclude(pk=segment_id).only("pk", "depends_on")}
-    stack, seen = list(depends_on), set()
-    while stack:
-        current = stack.pop()
-        if segment_id is not None and current == segment_id:
-            raise RuleError([RuleIssue("$", _("The segment depends on itself (directly or through other segments)."))])
-        if current not in seen:
-            seen.add(current)
-            stack.extend(graph.get(current, ()))
+    if segment_id is not None and leads_back(segment_id, depends_on, graph):
+        raise RuleError([RuleIssue("$", _("The segment depends on itself (directly or through other segments)."))])
 
 
 def save_segment(
