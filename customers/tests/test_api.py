@@ -22,19 +22,6 @@ from customers.tests.factories import (
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def operator():
-    return UserFactory(username="op", role=Role.OPERATOR)
-
-
-@pytest.fixture
-def api(operator):
-    client = APIClient()
-    _token, key = create_api_token(name="shop", user=operator)
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
-    return client
-
-
 def test_requests_without_a_valid_token_are_refused(operator):
     token, key = create_api_token(name="shop", user=operator)
     client = APIClient()

@@ -10,14 +10,9 @@ from customers.services.ingest import bulk_record_events, bulk_upsert_customers,
 from customers.services.merge import merge_customers
 from customers.services.transfer import transfer_customers
 from customers.tasks import consume_domain_events
-from customers.tests.factories import CustomerFactory, StaffFactory, UserFactory
+from customers.tests.factories import CustomerFactory, StaffFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def operator():
-    return UserFactory(username="op")
 
 
 def order_row(external_id="E1", **overrides):

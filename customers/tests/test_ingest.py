@@ -10,16 +10,10 @@ from customers.tests.factories import (
     IdentityFactory,
     ProductFactory,
     StaffFactory,
-    UserFactory,
     sales_rep,
 )
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def operator():
-    return UserFactory(username="op")
 
 
 def order_row(n: int, **overrides):

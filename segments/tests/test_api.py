@@ -9,8 +9,7 @@ from openpyxl import load_workbook
 from rest_framework.test import APIClient
 
 from accounts.models import Role
-from accounts.services import create_api_token
-from customers.tests.factories import CustomerFactory, OrderFactory, UserFactory, sales_rep
+from customers.tests.factories import CustomerFactory, OrderFactory, UserFactory
 from segments import exports
 from segments.models import (
     CustomerRfm,
@@ -67,30 +66,6 @@ def static(*customers, name="名单") -> Segment:
 
 def as_local(moment: datetime) -> str:
     return timezone.localtime(moment).isoformat()
-
-
-@pytest.fixture
-def operator():
-    return UserFactory(username="op", role=Role.OPERATOR)
-
-
-@pytest.fixture
-def api(operator):
-    """An integration's token acting as an operator."""
-    client = APIClient()
-    _token, key = create_api_token(name="bi", user=operator)
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
-    return client
-
-
-@pytest.fixture
-def rep():
-    return sales_rep("rep_me")
-
-
-@pytest.fixture
-def other_rep():
-    return sales_rep("rep_other")
 
 
 @pytest.fixture

@@ -4,8 +4,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from accounts.models import Role
-from customers.tests.factories import CustomerFactory, UserFactory, sales_rep
+from customers.tests.factories import CustomerFactory
 from segments import selectors
 from segments.models import CustomerRfm, CustomerStage, RfmRun, RfmTransition, SegmentKind, SegmentMembership
 from segments.services import segments as service
@@ -15,21 +14,6 @@ pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 OCT_1, NOV_1 = date(2026, 10, 1), date(2026, 11, 1)
-
-
-@pytest.fixture
-def operator():
-    return UserFactory(username="op", role=Role.OPERATOR)
-
-
-@pytest.fixture
-def rep():
-    return sales_rep("rep_me")
-
-
-@pytest.fixture
-def other_rep():
-    return sales_rep("rep_other")
 
 
 def rfm(customer, rfm_class, *, r=None, f=0, m="0") -> CustomerRfm:

@@ -7,9 +7,8 @@ from rest_framework.fields import DateTimeField
 from rest_framework.test import APIClient
 
 from accounts.models import Role
-from accounts.services import create_api_token
 from customers.models import DomainEvent
-from customers.tests.factories import CustomerFactory, OrderFactory, UserFactory, sales_rep
+from customers.tests.factories import CustomerFactory, OrderFactory, UserFactory
 from tags import services
 from tags.models import (
     AnswerCode,
@@ -48,30 +47,6 @@ def client_for(user) -> APIClient:
     client = APIClient()
     client.force_login(user)
     return client
-
-
-@pytest.fixture
-def operator():
-    return UserFactory(username="op", role=Role.OPERATOR)
-
-
-@pytest.fixture
-def api(operator):
-    """An integration's token acting as an operator."""
-    client = APIClient()
-    _token, key = create_api_token(name="shop", user=operator)
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
-    return client
-
-
-@pytest.fixture
-def rep():
-    return sales_rep("rep_me")
-
-
-@pytest.fixture
-def other_rep():
-    return sales_rep("rep_other")
 
 
 # ----------------------------------------------------------------------------------------------- tag groups
