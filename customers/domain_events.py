@@ -80,14 +80,22 @@ def record(kind: str, customer_ids: Iterable[int], payloads: Sequence[dict[str, 
     return len(ids)
 
 
-def outbox_sql(source: str, kind_sql: str, payload_sql: str, *, where: str = "TRUE") -> str:
-    """A CTE (`outbox AS (INSERT …)`) appending events for the rows of CTE `source` in the same statement."""
+def outbox_insert_sql(
+    source: str, kind_sql: str, payload_sql: str, *, where: str = "TRUE", at_sql: str = "now()"
+) -> str:
+    """The statement appending one event per row of `source` (which has `customer_id`): the outbox's one INSERT,
+    for writers that append their events to their own statement as a data-modifying CTE."""
     # Callers pass their own SQL constants, never input.
     return f"""
-    outbox AS (
         INSERT INTO customers_domainevent (kind, customer_id, payload, occurred_at, attempts, last_error)
-        SELECT {kind_sql}, customer_id, {payload_sql}, now(), 0, '' FROM {source} WHERE {where}
-    )"""  # noqa: S608
+        SELECT {kind_sql}, customer_id, {payload_sql}, {at_sql}, 0, '' FROM {source} WHERE {where}"""  # noqa: S608
+
+
+def outbox_sql(source: str, kind_sql: str, payload_sql: str, *, where: str = "TRUE") -> str:
+    """A CTE (`outbox AS (INSERT …)`) appending events for the rows of CTE `source` in the same statement."""
+    return f"""
+    outbox AS ({outbox_insert_sql(source, kind_sql, payload_sql, where=where)}
+    )"""
 
 
 def kick_after_commit() -> None:

@@ -67,12 +67,13 @@ def _user_id(by) -> int | None:
 
 def _events_sql(rows: str, kind: str, *, other_source_sql: str) -> str:
     """Domain events for (customer_id, tag_id) pairs in CTE `rows` where no other source holds the tag."""
-    return f"""
-        INSERT INTO customers_domainevent (kind, customer_id, payload, occurred_at, attempts, last_error)
-        SELECT '{kind}', r.customer_id, jsonb_build_object('tag_id', r.tag_id, 'source', r.source), now(), 0, ''
-        FROM (SELECT DISTINCT customer_id, tag_id, source FROM {rows}) r
-        WHERE NOT EXISTS (SELECT 1 FROM tags_customertag o WHERE o.customer_id = r.customer_id
-                          AND o.tag_id = r.tag_id AND {other_source_sql})"""  # noqa: S608 - constants only
+    return domain_events.outbox_insert_sql(
+        f"(SELECT DISTINCT customer_id, tag_id, source FROM {rows}) r",  # noqa: S608 - constants only
+        f"'{kind}'",
+        "jsonb_build_object('tag_id', r.tag_id, 'source', r.source)",
+        where="NOT EXISTS (SELECT 1 FROM tags_customertag o WHERE o.customer_id = r.customer_id "  # noqa: S608
+        f"AND o.tag_id = r.tag_id AND {other_source_sql})",
+    )
 
 
 def add_tags(customers: Customers, tag_ids: Iterable[int], *, source: str, by=None) -> int:

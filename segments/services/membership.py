@@ -13,9 +13,11 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from customers import domain_events
+from customers.domain_events import outbox_insert_sql
 from segments.models import MembershipReason, Segment
 
 LOCK_NAMESPACE = 0x5E61
+_SEGMENT_PAYLOAD = "jsonb_build_object('segment_id', (SELECT segment FROM p))"
 
 
 @dataclass(frozen=True)
@@ -95,14 +97,8 @@ def sync_membership(
               )
             RETURNING sm.customer_id
         ),
-        ev AS (
-            INSERT INTO customers_domainevent (kind, customer_id, payload, occurred_at, attempts, last_error)
-            SELECT 'segment.entered', customer_id, jsonb_build_object('segment_id', (SELECT segment FROM p)),
-                (SELECT at FROM p), 0, '' FROM ins
-            UNION ALL
-            SELECT 'segment.exited', customer_id, jsonb_build_object('segment_id', (SELECT segment FROM p)),
-                (SELECT at FROM p), 0, '' FROM outs
-        )
+        ev_in AS ({outbox_insert_sql("ins", "'segment.entered'", _SEGMENT_PAYLOAD, at_sql="(SELECT at FROM p)")}),
+        ev_out AS ({outbox_insert_sql("outs", "'segment.exited'", _SEGMENT_PAYLOAD, at_sql="(SELECT at FROM p)")})
         SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM ins), (SELECT count(*) FROM outs)
     """  # noqa: S608 - module constants and Django's own SQL only
     with transaction.atomic(), connection.cursor() as cursor:
