@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "customers",
     "tags",
     "segments",
+    "messaging",
 ]
 
 MIDDLEWARE = [
@@ -177,6 +178,46 @@ CELERY_TASK_PUBLISH_RETRY = False  # a dead broker fails the send at once; the d
 BULK_MAX_ROWS = 10_000
 # Domain events are consumed per shard of customers (one worker per shard at a time keeps each customer's order).
 DOMAIN_EVENT_SHARDS = env("DOMAIN_EVENT_SHARDS", default=4, cast=int)
+
+# Messaging (docs/messaging.md). A channel's backend is a dotted path, like Django's EMAIL_BACKEND; every channel
+# writes to the console backend (the log and a table shown in the UI) until its own backend is configured.
+MESSAGING_DEFAULT_BACKEND = env("MESSAGING_DEFAULT_BACKEND", default="messaging.backends.console.ConsoleBackend")
+MESSAGING_BACKENDS = {
+    channel: path
+    for channel, path in {
+        "wecom": env("MESSAGING_WECOM_BACKEND", default=""),
+        "sms": env("MESSAGING_SMS_BACKEND", default=""),
+        "email": env("MESSAGING_EMAIL_BACKEND", default=""),
+        "webhook": env("MESSAGING_WEBHOOK_BACKEND", default=""),
+    }.items()
+    if path
+}
+# Credentials and options from the environment; they take precedence over what is saved in the UI.
+MESSAGING_CHANNELS = {
+    "wecom": {
+        "corp_id": env("WECOM_CORP_ID", default=""),
+        "secret": env("WECOM_SECRET", default=""),
+        "agent_id": env("WECOM_AGENT_ID", default=""),
+        "token": env("WECOM_TOKEN", default=""),
+        "encoding_aes_key": env("WECOM_ENCODING_AES_KEY", default=""),
+        "api_base": env("WECOM_API_BASE", default=""),
+    },
+    "sms": {
+        "url": env("SMS_GATEWAY_URL", default=""),
+        "app_key": env("SMS_GATEWAY_KEY", default=""),
+        "app_secret": env("SMS_GATEWAY_SECRET", default=""),
+        "sign_name": env("SMS_SIGN_NAME", default=""),
+    },
+    "email": {"from_email": env("MESSAGING_FROM_EMAIL", default="")},
+    "webhook": {"url": env("WEBHOOK_CHANNEL_URL", default=""), "secret": env("WEBHOOK_CHANNEL_SECRET", default="")},
+}
+MESSAGING_BATCH_SIZE = env("MESSAGING_BATCH_SIZE", default=500, cast=int)  # touchpoints claimed per cycle
+MESSAGING_LEASE_SECONDS = env("MESSAGING_LEASE_SECONDS", default=30, cast=int)  # a dead worker's claim expires
+MESSAGING_MAX_ATTEMPTS = env("MESSAGING_MAX_ATTEMPTS", default=5, cast=int)
+MESSAGING_REQUEST_TIMEOUT = env("MESSAGING_REQUEST_TIMEOUT", default=5.0, cast=float)
+MESSAGING_RETRY_BASE_SECONDS = env("MESSAGING_RETRY_BASE_SECONDS", default=10.0, cast=float)
+MESSAGING_DISPATCH_SECONDS = env("MESSAGING_DISPATCH_SECONDS", default=20.0, cast=float)  # one task's time budget
+MESSAGING_DISPATCH_TASKS = env("MESSAGING_DISPATCH_TASKS", default=2, cast=int)  # dispatch tasks kicked at once
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,12 @@
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class MessagingConfig(AppConfig):
+    name = "messaging"
+    verbose_name = _("Messaging")
+
+    def ready(self) -> None:
+        from customers.services.merge import MergeRelation, register_merge_relation
+
+        register_merge_relation(MergeRelation("messaging.Touchpoint"))
