@@ -6,4 +6,7 @@ from django.urls import include, path
 urlpatterns = [
     path("", include("messaging.views.urls")),
     path("", include("messaging.wecom.urls")),
+    path("", include("messaging.wecom.callback_urls")),
+    path("", include("messaging.receipts_urls")),
+    path("", include("messaging.integrations_urls")),
 ]
