@@ -39,6 +39,15 @@ def take(name: str, wanted: int, *, per_minute: int, now: datetime.datetime) -> 
     return int(_script()(keys=[f"scrm:rl:{name}:{minute}"], args=[wanted, per_minute]))
 
 
+def used(names: list[str], *, now: datetime.datetime) -> dict[str, int]:
+    """How much of each limit's allowance is used in `now`'s minute (one round trip)."""
+    if not names:
+        return {}
+    minute = int(now.timestamp()) // 60
+    values = _client().mget([f"scrm:rl:{name}:{minute}" for name in names])
+    return {name: int(value or 0) for name, value in zip(names, values, strict=True)}
+
+
 def next_window(now: datetime.datetime) -> datetime.datetime:
     """The start of the minute after `now`'s: when a limit's allowance is renewed."""
     return now.replace(second=0, microsecond=0) + datetime.timedelta(minutes=1)

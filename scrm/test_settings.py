@@ -4,9 +4,10 @@ import os
 from urllib.parse import urlsplit, urlunsplit
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use-0123456789")
-# Tests use Redis database 15 of whichever server is configured, never the development data in database 0.
+# Tests use Redis database 15 of whichever server is configured, never the development data in database 0
+# (TEST_REDIS_DB picks another, so two test runs on one machine don't flush each other's keys).
 _redis = urlsplit(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-os.environ["REDIS_URL"] = urlunsplit(_redis._replace(path="/15"))
+os.environ["REDIS_URL"] = urlunsplit(_redis._replace(path=f"/{os.environ.get('TEST_REDIS_DB', '15')}"))
 os.environ.pop("CELERY_BROKER_URL", None)
 
 from scrm.settings import *  # noqa: E402, F403

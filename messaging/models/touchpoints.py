@@ -117,6 +117,12 @@ class Touchpoint(models.Model):
         _("context"), default=dict, blank=True, help_text=_("What the template may read besides the customer.")
     )
     content = models.JSONField(_("content"), default=dict, blank=True, help_text=_("The rendered message."))
+    recipient = models.CharField(
+        _("recipient"), max_length=200, blank=True, help_text=_("The address it was sent to: phone, email, WeCom id.")
+    )
+    counted_in = models.JSONField(
+        default=list, blank=True, editable=False, help_text="Frequency-cap counters this message holds a slot in."
+    )
     kind = models.CharField(_("kind"), max_length=16, choices=TouchpointKind.choices, default=TouchpointKind.MARKETING)
     source = models.CharField(
         _("source"), max_length=16, choices=TouchpointSource.choices, default=TouchpointSource.MANUAL
