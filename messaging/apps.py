@@ -8,5 +8,7 @@ class MessagingConfig(AppConfig):
 
     def ready(self) -> None:
         from customers.services.merge import MergeRelation, register_merge_relation
+        from messaging import integrations
 
         register_merge_relation(MergeRelation("messaging.Touchpoint"))
+        integrations.ready()

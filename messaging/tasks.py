@@ -5,6 +5,7 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
+from messaging.integrations_tasks import send_deliveries  # noqa: F401  (registers the task)
 from messaging.services.dispatch import dispatch_until_idle
 
 logger = logging.getLogger(__name__)

@@ -28,6 +28,16 @@ def send_quietly(task, *args) -> bool:
 
 
 app.conf.beat_schedule = {
+    # Touchpoints: due messages whose after-commit kick was lost, retries whose backoff ended, deferrals that ended
+    # and rows of a dead worker whose lease ran out are dispatched within two seconds.
+    "messaging-dispatch": {"task": "messaging.dispatch_tick", "schedule": 2.0, "options": {"expires": 1.5}},
+    # Event subscriptions: deliveries whose after-commit kick was lost, retries whose backoff ended, and rows of a
+    # dead worker whose lease ended are sent within seconds.
+    "messaging-send-deliveries": {
+        "task": "messaging.integrations.send_deliveries",
+        "schedule": 5.0,
+        "options": {"expires": 4},
+    },
     # Domain events whose after-commit task was lost (broker down, worker killed) are consumed within seconds.
     "sweep-domain-events": {"task": "customers.tasks.sweep_domain_events", "schedule": 5.0, "options": {"expires": 4}},
     # Auto-tag rules with windows relative to now ("last 30 days") change with the clock alone.

@@ -11,6 +11,8 @@ SECTIONS = [
     (_("Tags"), "tags:list", "all"),
     (_("Segments"), "segments:list", "all"),
     (_("Layers"), "segments:layers", "all"),  # 分层: RFM, AIPL, lifecycle, ladder
+    (_("Message templates"), "messaging-template-list", "all"),
+    (_("Integrations"), "subscription-list", "managers"),
     (_("API tokens"), "accounts:tokens", "managers"),
 ]
 

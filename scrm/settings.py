@@ -207,9 +207,14 @@ MESSAGING_CHANNELS = {
         "app_key": env("SMS_GATEWAY_KEY", default=""),
         "app_secret": env("SMS_GATEWAY_SECRET", default=""),
         "sign_name": env("SMS_SIGN_NAME", default=""),
+        "template_code": env("SMS_TEMPLATE_CODE", default=""),
     },
     "email": {"from_email": env("MESSAGING_FROM_EMAIL", default="")},
-    "webhook": {"url": env("WEBHOOK_CHANNEL_URL", default=""), "secret": env("WEBHOOK_CHANNEL_SECRET", default="")},
+    "webhook": {
+        "url": env("WEBHOOK_CHANNEL_URL", default=""),
+        "secret": env("WEBHOOK_CHANNEL_SECRET", default=""),
+        "receipt_secret": env("WEBHOOK_RECEIPT_SECRET", default=""),
+    },
 }
 MESSAGING_BATCH_SIZE = env("MESSAGING_BATCH_SIZE", default=500, cast=int)  # touchpoints claimed per cycle
 MESSAGING_LEASE_SECONDS = env("MESSAGING_LEASE_SECONDS", default=30, cast=int)  # a dead worker's claim expires
@@ -225,6 +230,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    # httpx logs every request at INFO: noise (and CPU) at hundreds of messages a second.
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
 }
 
 if not DEBUG:

@@ -116,7 +116,10 @@ class Touchpoint(models.Model):
     context = models.JSONField(
         _("context"), default=dict, blank=True, help_text=_("What the template may read besides the customer.")
     )
-    content = models.JSONField(_("content"), default=dict, blank=True, help_text=_("The rendered message."))
+    content = models.JSONField(
+        _("content"), default=dict, blank=True, help_text=_("The message without a template: text, card, defaults.")
+    )
+    rendered = models.JSONField(_("rendered message"), default=dict, blank=True, help_text=_("The message as sent."))
     recipient = models.CharField(
         _("recipient"), max_length=200, blank=True, help_text=_("The address it was sent to: phone, email, WeCom id.")
     )

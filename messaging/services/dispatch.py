@@ -239,12 +239,14 @@ def _process(ids: list[int], token: uuid.UUID, now: datetime.datetime) -> Dispat
         _apply_rate_limits([item for item in work if item.is_open], now)
         _release_slots_of([item for item in work if not item.is_open and item.counted_in], counters)
         _save_counters(counters)
-        for item in work:
-            if item.is_open:
-                item.decisions.append({"at": now.isoformat(), "step": "policy", "outcome": "passed"})
-        written = set(_write(work, token))
-        record_status_events([item.tp.id for item in work if not item.is_open and item.tp.id in written])
+        # Written before sending: the decided rows, and rows holding new cap slots (a crash must not make them
+        # take a second one). The others are written once, with their result.
+        early = [item for item in work if not item.is_open or (item.counted_in and not item.tp.counted_in)]
+        written = set(_write(early, token))
+        record_status_events([item.tp.id for item in early if not item.is_open and item.tp.id in written])
     to_send = [item for item in work if item.is_open]
+    for item in to_send:
+        item.decisions.append({"at": now.isoformat(), "step": "policy", "outcome": "passed"})
     _send(to_send)
     finished = timezone.now()
     for item in to_send:
@@ -314,6 +316,7 @@ def _render(work: list[_Work], now: datetime.datetime) -> None:
             customer=item.tp.customer,
             staff=item.tp.sender_staff,
             context=item.tp.context,
+            channel=item.tp.channel,
         )
         for item in work
     ]
@@ -594,10 +597,10 @@ def _write(work: list[_Work], token: uuid.UUID) -> list[int]:
         cursor.execute(
             """
             UPDATE messaging_touchpoint t SET
-                status = v.status,
-                reason = v.reason,
+                status = CASE WHEN t.status = 'sending' THEN v.status ELSE t.status END,
+                reason = CASE WHEN t.status = 'sending' THEN v.reason ELSE t.reason END,
                 due_at = COALESCE(v.due_at, t.due_at),
-                content = COALESCE(v.content, t.content),
+                rendered = COALESCE(v.content, t.rendered),
                 recipient = COALESCE(v.recipient, t.recipient),
                 counted_in = v.counted_in,
                 provider_code = COALESCE(v.provider_code, t.provider_code),
@@ -607,13 +610,14 @@ def _write(work: list[_Work], token: uuid.UUID) -> list[int]:
                 sent_at = COALESCE(v.sent_at, t.sent_at),
                 delivered_at = COALESCE(v.delivered_at, t.delivered_at),
                 decisions = t.decisions || v.decisions,
-                lease_token = CASE WHEN v.status = 'sending' THEN t.lease_token END,
+                lease_token = CASE WHEN v.status = 'sending' AND t.status = 'sending' THEN t.lease_token END,
                 updated_at = now()
             FROM jsonb_to_recordset(%s::jsonb) AS v(
                 id bigint, status text, reason text, due_at timestamptz, content jsonb, recipient text,
                 counted_in jsonb, provider_code text, provider_message_id text, provider_response jsonb,
                 attempted int, sent_at timestamptz, delivered_at timestamptz, decisions jsonb)
-            WHERE t.id = v.id AND t.lease_token = %s AND t.status = 'sending'
+            WHERE t.id = v.id AND t.lease_token = %s
+              AND t.status IN ('sending', 'delivered', 'read', 'clicked')  -- a receipt may beat our own record
             RETURNING t.id
             """,
             [orjson.dumps(rows).decode(), token],

@@ -44,9 +44,13 @@ class StatusUpdate:
 
 
 def _statuses_before(status: str) -> list[str]:
+    """Where a report may move a message from. SENDING is included: a fast receipt can arrive before dispatch
+    records the send, and dispatch then keeps the receipt's status (services/dispatch.py `_write`)."""
     if status in FAILURES:  # a message can fail until it is known to have arrived
-        return [S.AWAITING_CONFIRMATION, S.CONFIRMED, S.SENT]
-    return PROGRESS[: PROGRESS.index(status)]
+        return [S.SENDING, S.AWAITING_CONFIRMATION, S.CONFIRMED, S.SENT]
+    if status in (S.AWAITING_CONFIRMATION, S.CONFIRMED):
+        return PROGRESS[: PROGRESS.index(status)]
+    return [S.SENDING, *PROGRESS[: PROGRESS.index(status)]]
 
 
 def apply_status_updates(updates: Sequence[StatusUpdate]) -> int:

@@ -15,6 +15,7 @@ from messaging.backends import Outcome
 from messaging.models import ConsoleMessage, Touchpoint, TouchpointStatus
 from messaging.services.dispatch import dispatch_due, dispatch_touchpoints
 from messaging.services.scheduling import InvalidTouchpoint, cancel_touchpoints, schedule_touchpoint
+from messaging.tests.factories import queue_many
 
 pytestmark = pytest.mark.django_db
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -46,7 +47,8 @@ def test_a_due_touchpoint_is_rendered_and_sent_through_the_console_backend(at_10
     touchpoint.refresh_from_db()
     assert report.claimed == 1
     assert touchpoint.status == S.SENT
-    assert touchpoint.content["text"] == "您好 王芳"
+    assert touchpoint.rendered["text"] == "您好 王芳"
+    assert touchpoint.content["text"] == "您好 {{ customer.name }}"  # the source stays for a retry to render again
     assert touchpoint.recipient == "13800000001"
     assert touchpoint.attempts == 1
     assert [d["step"] for d in touchpoint.decisions] == ["scheduled", "policy", "send"]
@@ -104,19 +106,7 @@ def test_a_claim_whose_worker_died_is_claimed_again_when_its_lease_expires_and_s
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_dispatching_concurrently_send_each_of_10000_touchpoints_once_J25(at_10am):
     customer = CustomerFactory(phone="13800000002")
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO messaging_touchpoint (customer_id, channel, sender, context, content, recipient, counted_in,
-                kind, source, source_ref, priority, on_cap, idempotency_key, status, reason, provider_code,
-                provider_message_id, provider_response, decisions, attempts, max_attempts, scheduled_for, due_at,
-                created_at, updated_at)
-            SELECT %s, 'sms', '', '{}', '{"text": "hi"}', '', '[]', 'transactional', 'journey', 'journey:1', 0,
-                   'skip', 'k' || n, 'scheduled', '', '', '', '{}', '[]', 0, 5, %s, %s, %s, %s
-            FROM generate_series(1, 10000) AS n
-            """,
-            [customer.pk, *[MONDAY_10AM] * 4],
-        )
+    queue_many(10_000, customer_id=customer.pk, source_ref="journey:1", due_at=MONDAY_10AM, key_prefix="k")
     totals = []
 
     def worker():
@@ -237,13 +227,15 @@ def test_an_opt_out_on_one_channel_suppresses_only_that_channel_J35(at_10am, cus
     customer.email = "wang@example.com"
     customer.save()
     on_sms = sms(customer, "sms")
-    on_email = schedule_touchpoint(channel="email", customer=customer, idempotency_key="email", content={"text": "hi"})
+    on_email = schedule_touchpoint(
+        channel="email", customer=customer, idempotency_key="email", content={"text": "hi", "subject": "Hi"}
+    )
 
     dispatch_due()
 
     on_sms.refresh_from_db()
     on_email.refresh_from_db()
-    assert (on_sms.status, on_email.status) == (S.SUPPRESSED, S.SENT)
+    assert (on_sms.status, on_email.status) == (S.SUPPRESSED, S.SENT), on_email.decisions
 
 
 def test_transactional_messages_never_bypass_an_opt_out_J32(at_10am, customer, scripted):

@@ -6,18 +6,19 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
-from django.db import connection
 
 from customers.tests.factories import CustomerFactory
 from messaging.models import CapAction, ContactCounter, FrequencyCap, RateLimit, Touchpoint, TouchpointStatus
 from messaging.services import policy
 from messaging.services.dispatch import dispatch_due
 from messaging.services.scheduling import schedule_touchpoint
+from messaging.tests.factories import queue_many
 
 pytestmark = pytest.mark.django_db
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 MONDAY_10AM = datetime.datetime(2026, 11, 23, 10, 0, tzinfo=SHANGHAI)
 S = TouchpointStatus
+MS = datetime.timedelta(milliseconds=1)
 
 
 def sms(customer, key, **options):
@@ -33,24 +34,6 @@ def status_of(key):
 @pytest.fixture
 def customer():
     return CustomerFactory(phone="13800000001")
-
-
-def bulk_queue(count, *, customer, source_ref, due_at, key_prefix, kind="transactional"):
-    """`count` due touchpoints in one statement (scheduling them one by one would take the test minutes)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO messaging_touchpoint (customer_id, channel, sender, context, content, recipient, counted_in,
-                kind, source, source_ref, priority, on_cap, idempotency_key, status, reason, provider_code,
-                provider_message_id, provider_response, decisions, attempts, max_attempts, scheduled_for, due_at,
-                created_at, updated_at)
-            SELECT %s, 'sms', '', '{}', '{"text": "hi"}', '', '[]', %s, 'journey', %s, 0, 'skip', %s || n,
-                   'scheduled', '', '', '', '{}', '[]', 0, 5, %s + n * interval '1 millisecond',
-                   %s + n * interval '1 millisecond', %s, %s
-            FROM generate_series(1, %s) AS n
-            """,
-            [customer.pk, kind, source_ref, key_prefix, due_at, due_at, due_at, due_at, count],
-        )
 
 
 # ------------------------------------------------------------------------------------------------- quiet hours
@@ -114,7 +97,11 @@ def test_a_third_marketing_touch_in_a_day_across_journeys_and_campaigns_is_cappe
         dispatch_due()
         traveller.shift(datetime.timedelta(hours=1))
         schedule_touchpoint(
-            channel="email", customer=customer, idempotency_key="campaign", content={"text": "hi"}, source="campaign"
+            channel="email",
+            customer=customer,
+            idempotency_key="campaign",
+            content={"text": "hi", "subject": "Hi"},
+            source="campaign",
         )
         customer.email = "a@example.com"
         customer.save()
@@ -228,7 +215,7 @@ def test_wecom_mass_messages_respect_the_monthly_receipt_budget(customer, script
 
 def test_a_rate_limit_of_600_a_minute_sends_10000_in_about_17_minutes_in_due_order_none_dropped_J33(customer):
     RateLimit.objects.create(channel="sms", per_minute=600)
-    bulk_queue(10_000, customer=customer, source_ref="campaign:1", due_at=MONDAY_10AM, key_prefix="r")
+    queue_many(10_000, customer_id=customer.pk, source_ref="campaign:1", due_at=MONDAY_10AM, key_prefix="r", step=MS)
     minutes = 0
     with time_machine.travel(MONDAY_10AM + datetime.timedelta(seconds=30), tick=False) as traveller:
         while Touchpoint.objects.exclude(status=S.SENT).exists():
@@ -253,7 +240,7 @@ def test_a_rate_limit_of_600_a_minute_sends_10000_in_about_17_minutes_in_due_ord
 
 def test_100000_due_touchpoints_of_one_journey_do_not_hold_back_another_journeys_welcome_J34(customer, settings):
     settings.MESSAGING_BATCH_SIZE = 500
-    bulk_queue(100_000, customer=customer, source_ref="journey:big", due_at=MONDAY_10AM, key_prefix="big")
+    queue_many(100_000, customer_id=customer.pk, source_ref="journey:big", due_at=MONDAY_10AM, key_prefix="big")
     with time_machine.travel(MONDAY_10AM + datetime.timedelta(minutes=5), tick=False):
         sms(customer, "welcome", source_ref="journey:welcome", kind="transactional")
 
