@@ -31,6 +31,12 @@ app.conf.beat_schedule = {
     # Touchpoints: due messages whose after-commit kick was lost, retries whose backoff ended, deferrals that ended
     # and rows of a dead worker whose lease ran out are dispatched within two seconds.
     "messaging-dispatch": {"task": "messaging.dispatch_tick", "schedule": 2.0, "options": {"expires": 1.5}},
+    # WeCom callback receipts older than the 5-minute replay window cannot be replayed: no need to keep them.
+    "wecom-prune-callback-receipts": {
+        "task": "messaging.wecom_callbacks.prune_receipts",
+        "schedule": 600.0,
+        "options": {"expires": 540},
+    },
     # Event subscriptions: deliveries whose after-commit kick was lost, retries whose backoff ended, and rows of a
     # dead worker whose lease ended are sent within seconds.
     "messaging-send-deliveries": {

@@ -173,6 +173,8 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = TIME_ZONE
 
+# The WeCom welcome message has 20 seconds: its own queue and worker (Procfile, docker-compose "welcome").
+CELERY_TASK_ROUTES = {"messaging.wecom_callbacks.send_welcome": {"queue": "messaging.welcome"}}
 CELERY_TASK_PUBLISH_RETRY = False  # a dead broker fails the send at once; the domain-event sweep catches up
 
 BULK_MAX_ROWS = 10_000

@@ -13,6 +13,11 @@ EVENT_TYPE_LABELS = {
     "cart_add": _("Added to cart"),
     "coupon_claim": _("Claimed a coupon"),
     "live_view": _("Watched a live stream"),
+    "wecom_contact_added": _("Added a rep on WeCom"),
+    "wecom_contact_deleted": _("Removed by the rep"),
+    "wecom_deleted_by_customer": _("Deleted the rep"),
+    "wecom_transfer_failed": _("Transfer to a new rep failed"),
+    "group_leave": _("Left a group"),
 }
 
 

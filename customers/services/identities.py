@@ -19,7 +19,7 @@ Key = tuple[str, str, str]  # (kind, namespace, value)
 
 _PHONE_STRIP = re.compile(r"[\s\-()]")
 # Serialises batches that may create customers, so two requests never create the same person twice.
-_CREATE_LOCK_ID = 0x5C_0001
+CREATE_LOCK_ID = 0x5C_0001
 
 _KIND_FIELDS = {
     "wecom": IdentityKind.WECOM_EXTERNAL_USERID,
@@ -134,7 +134,7 @@ def resolve_customers(
     known = _lookup_identities(all_keys)
     if create and len(known) < len(all_keys):
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CREATE_LOCK_ID])
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CREATE_LOCK_ID])
         known = _lookup_identities(all_keys)
     explicit_ids = {ref.customer_id for ref in refs if ref and ref.customer_id}
     merged_map = dict(

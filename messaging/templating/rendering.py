@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import orjson
 from django.contrib.postgres.aggregates import ArrayAgg
 from django.db.models import Value
 from django.db.models.functions import Coalesce, NullIf
@@ -65,9 +66,14 @@ _MAX_BUNDLES = 1024
 
 
 def _bundle(item: RenderItem) -> _Bundle | RenderError:
-    """The item's compiled message, cached per (template id, updated_at, channel) for saved templates."""
+    """The item's compiled message, cached per (template id, updated_at, channel) for saved templates and per
+    source for messages without one."""
     template = item.template
-    key = (template.pk, template.updated_at, item.channel) if template is not None and template.pk else None
+    key: tuple[Any, ...] | None = None
+    if template is not None and template.pk:
+        key = (template.pk, template.updated_at, item.channel)
+    elif template is None:  # a campaign's one-off message is the same source for every recipient: compile once
+        key = ("content", orjson.dumps(item.content or {}, option=orjson.OPT_SORT_KEYS), item.channel)
     if key is not None and (cached := _BUNDLES.get(key)) is not None:
         return cached
     if template is not None:
