@@ -7,6 +7,7 @@ urlpatterns = [
     path("", include("messaging.views.urls")),
     path("", include("messaging.wecom.urls")),
     path("", include("messaging.wecom.callback_urls")),
+    path("", include("messaging.wecom.setup_urls")),
     path("", include("messaging.receipts_urls")),
     path("", include("messaging.integrations_urls")),
 ]
