@@ -8,6 +8,7 @@ from django.conf import settings
 from messaging.integrations_tasks import send_deliveries  # noqa: F401  (registers the task)
 from messaging.services.dispatch import dispatch_until_idle
 from messaging.wecom import callback_tasks  # noqa: F401  (registers the WeCom callback tasks)
+from messaging.wecom import tasks as wecom_tasks  # noqa: F401  (registers the mass-send poller)
 
 logger = logging.getLogger(__name__)
 

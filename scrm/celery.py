@@ -31,6 +31,9 @@ app.conf.beat_schedule = {
     # Touchpoints: due messages whose after-commit kick was lost, retries whose backoff ended, deferrals that ended
     # and rows of a dead worker whose lease ran out are dispatched within two seconds.
     "messaging-dispatch": {"task": "messaging.dispatch_tick", "schedule": 2.0, "options": {"expires": 1.5}},
+    # WeCom mass sends awaiting the rep's confirmation: confirmations and per-customer results, each send asked
+    # about at most every few minutes (the channel's poll_seconds).
+    "wecom-poll-mass-sends": {"task": "messaging.wecom.poll_mass_sends", "schedule": 60.0, "options": {"expires": 50}},
     # WeCom callback receipts older than the 5-minute replay window cannot be replayed: no need to keep them.
     "wecom-prune-callback-receipts": {
         "task": "messaging.wecom_callbacks.prune_receipts",

@@ -12,6 +12,7 @@ SECTIONS = [
     (_("Segments"), "segments:list", "all"),
     (_("Layers"), "segments:layers", "all"),  # 分层: RFM, AIPL, lifecycle, ladder
     (_("Message templates"), "messaging-template-list", "all"),
+    (_("WeCom to-do"), "wecom-todo", "all"),
     (_("Integrations"), "subscription-list", "managers"),
     (_("API tokens"), "accounts:tokens", "managers"),
 ]

@@ -6,6 +6,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import orjson
+from django.db import connection
+
 from messaging.backends.base import ChannelBackend, DeliveryResult, Outcome, OutgoingMessage
 
 logger = logging.getLogger("messaging.console")
@@ -13,26 +16,33 @@ logger = logging.getLogger("messaging.console")
 
 class ConsoleBackend(ChannelBackend):
     def send_many(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
-        from messaging.models import ConsoleMessage
-
-        ConsoleMessage.objects.bulk_create(
-            [
-                ConsoleMessage(
-                    touchpoint_id=message.touchpoint_id,
-                    channel=message.channel,
-                    recipient=message.recipient,
-                    content=dict(message.content),
-                    idempotency_key=message.idempotency_key,
-                )
-                for message in messages
-            ],
-            ignore_conflicts=True,
-        )
-        for message in messages:
-            logger.info(
-                "console.sent",
-                extra={"channel": message.channel, "recipient": message.recipient, "key": message.idempotency_key},
+        rows = [
+            {
+                "t": message.touchpoint_id,
+                "c": message.channel,
+                "r": message.recipient,
+                "m": dict(message.content),
+                "k": message.idempotency_key,
+            }
+            for message in messages
+        ]
+        with connection.cursor() as cursor:  # one statement for the batch; a repeated key is stored once
+            cursor.execute(
+                """
+                INSERT INTO messaging_consolemessage (touchpoint_id, channel, recipient, content, idempotency_key,
+                                                      created_at)
+                SELECT r.t, r.c, r.r, r.m, r.k, now() FROM jsonb_to_recordset(%s::jsonb)
+                    AS r(t bigint, c text, r text, m jsonb, k text)
+                ON CONFLICT (idempotency_key) DO NOTHING
+                """,
+                [orjson.dumps(rows).decode()],
             )
+        if logger.isEnabledFor(logging.INFO):
+            for message in messages:
+                logger.info(
+                    "console.sent",
+                    extra={"channel": message.channel, "recipient": message.recipient, "key": message.idempotency_key},
+                )
         return [DeliveryResult(Outcome.SENT, provider_message_id=f"console-{m.touchpoint_id}") for m in messages]
 
     def send(self, message: OutgoingMessage) -> DeliveryResult:

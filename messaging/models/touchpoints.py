@@ -47,6 +47,18 @@ FINAL_STATUSES = (
 )
 
 
+ATTENTION_STATUSES = [
+    "awaiting_confirmation",
+    "confirmed",
+    "failed",
+    "suppressed",
+    "capped",
+    "expired",
+    "undeliverable",
+    "cancelled",
+]
+
+
 class TouchpointKind(models.TextChoices):
     MARKETING = "marketing", _("Marketing")
     TRANSACTIONAL = "transactional", _("Transactional")
@@ -91,6 +103,7 @@ class Touchpoint(models.Model):
         null=True,
         blank=True,
         related_name="touchpoints",
+        db_index=False,  # touchpoint_group
         verbose_name=_("community group"),
     )
     channel = models.CharField(_("channel"), max_length=16, choices=MessageChannel.choices)
@@ -100,6 +113,7 @@ class Touchpoint(models.Model):
         null=True,
         blank=True,
         related_name="sent_touchpoints",
+        db_index=False,  # touchpoint_awaiting_staff
         verbose_name=_("sending staff member"),
     )
     sender = models.CharField(
@@ -111,6 +125,7 @@ class Touchpoint(models.Model):
         null=True,
         blank=True,
         related_name="touchpoints",
+        db_index=False,  # touchpoint_queued_template
         verbose_name=_("template"),
     )
     context = models.JSONField(
@@ -138,7 +153,7 @@ class Touchpoint(models.Model):
     )
     priority = models.SmallIntegerField(_("priority"), default=0)
     on_cap = models.CharField(_("when capped"), max_length=16, choices=CapAction.choices, default=CapAction.SKIP)
-    idempotency_key = models.CharField(_("idempotency key"), max_length=200, unique=True)
+    idempotency_key = models.CharField(_("idempotency key"), max_length=200)  # touchpoint_idempotency_key
     status = models.CharField(
         _("status"), max_length=24, choices=TouchpointStatus.choices, default=TouchpointStatus.SCHEDULED
     )
@@ -154,7 +169,7 @@ class Touchpoint(models.Model):
     expires_at = models.DateTimeField(_("expires at"), null=True, blank=True)
     lease_token = models.UUIDField(null=True, blank=True, editable=False)
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
     )
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
@@ -169,6 +184,8 @@ class Touchpoint(models.Model):
     class Meta:
         verbose_name = _("touchpoint")
         verbose_name_plural = _("touchpoints")
+        # Each index costs every status change (a message changes status two or three times), so only the queue,
+        # the in-flight claims and the statuses people look for are indexed, mostly as small partial indexes.
         indexes = [
             # The dispatch queue: only claimable rows, by lane then due time, so it stays small whatever the
             # history and a skip scan finds every lane with work in a few probes.
@@ -177,9 +194,25 @@ class Touchpoint(models.Model):
                 name="touchpoint_queue",
                 condition=models.Q(status__in=["scheduled", "deferred", "sending"]),
             ),
+            models.Index(fields=["lease_token"], name="touchpoint_inflight", condition=models.Q(status="sending")),
             models.Index(fields=["customer", "-created_at"], name="touchpoint_customer"),
-            models.Index(fields=["status", "-id"], name="touchpoint_status"),
-            models.Index(fields=["source_ref", "-id"], name="touchpoint_source"),
+            # Statuses an operator or rep looks for (dead letters, suppressions, sends awaiting confirmation).
+            models.Index(
+                fields=["status", "-id"],
+                name="touchpoint_attention",
+                condition=models.Q(status__in=ATTENTION_STATUSES),
+            ),
+            models.Index(
+                fields=["sender_staff", "-id"],
+                name="touchpoint_awaiting_staff",
+                condition=models.Q(status__in=["awaiting_confirmation", "confirmed"]),
+            ),
+            models.Index(fields=["group", "-id"], name="touchpoint_group", condition=models.Q(group__isnull=False)),
+            models.Index(
+                fields=["template"],
+                name="touchpoint_queued_template",
+                condition=models.Q(status__in=["scheduled", "deferred", "sending"]),
+            ),
             models.Index(
                 fields=["provider_message_id"],
                 name="touchpoint_provider_id",
@@ -187,6 +220,7 @@ class Touchpoint(models.Model):
             ),
         ]
         constraints = [
+            models.UniqueConstraint(fields=["idempotency_key"], name="touchpoint_idempotency_key"),
             models.CheckConstraint(
                 condition=models.Q(customer__isnull=False) | models.Q(group__isnull=False),
                 name="touchpoint_has_recipient",
