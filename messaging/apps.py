@@ -12,3 +12,6 @@ class MessagingConfig(AppConfig):
 
         register_merge_relation(MergeRelation("messaging.Touchpoint"))
         integrations.ready()
+        from messaging.views.customer_panel import register_customer_page_extensions
+
+        register_customer_page_extensions()

@@ -11,8 +11,11 @@ SECTIONS = [
     (_("Tags"), "tags:list", "all"),
     (_("Segments"), "segments:list", "all"),
     (_("Layers"), "segments:layers", "all"),  # 分层: RFM, AIPL, lifecycle, ladder
+    (_("Outbox"), "messaging-outbox", "all"),
     (_("Message templates"), "messaging-template-list", "all"),
     (_("WeCom to-do"), "wecom-todo", "all"),
+    (_("Channels"), "messaging-channels", "managers"),
+    (_("Contact policy"), "messaging-policy", "managers"),
     (_("Integrations"), "subscription-list", "managers"),
     (_("API tokens"), "accounts:tokens", "managers"),
 ]

@@ -9,11 +9,13 @@ is `TEMPORARY_ERROR` and is retried with backoff; anything else is `PERMANENT_ER
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
@@ -88,8 +90,29 @@ def channel_config(channel: str) -> dict[str, Any]:
 _BACKENDS: dict[str, ChannelBackend] = {}
 
 
+_VERSION_KEY = "messaging:channels:version"
+_VERSION_CHECK_SECONDS = 5.0
+_seen_version: list[Any] = [None, 0.0]  # the config version this process's backends were built from, when checked
+
+
+def _check_version() -> None:
+    """Workers notice a channel's settings saved in the UI within seconds: the save bumps a version in the cache."""
+    now = time.monotonic()
+    if now - _seen_version[1] < _VERSION_CHECK_SECONDS:
+        return
+    _seen_version[1] = now
+    try:
+        version = cache.get(_VERSION_KEY)
+    except Exception:  # the cache (Redis) is down: keep the backends we have
+        return
+    if version != _seen_version[0]:
+        _seen_version[0] = version
+        _close_all()
+
+
 def backend_for(channel: str) -> ChannelBackend:
-    """The backend instance of `channel` (one per process; reset when settings or the channel's config change)."""
+    """The backend instance of `channel` (one per process; rebuilt when settings or the channel's config change)."""
+    _check_version()
     backend = _BACKENDS.get(channel)
     if backend is None:
         path = settings.MESSAGING_BACKENDS.get(channel, settings.MESSAGING_DEFAULT_BACKEND)
@@ -97,11 +120,20 @@ def backend_for(channel: str) -> ChannelBackend:
     return backend
 
 
-def reset_backends() -> None:
-    """Forget the backend instances, so the next send reads settings and stored credentials again."""
+def _close_all() -> None:
     while _BACKENDS:
         _channel, backend = _BACKENDS.popitem()
         backend.close()
+
+
+def reset_backends() -> None:
+    """Forget the backend instances here and, within seconds, in every worker, so the next send reads settings and
+    stored credentials again."""
+    _close_all()
+    try:
+        cache.set(_VERSION_KEY, time.time_ns(), timeout=None)
+    except Exception:  # the cache (Redis) is down: the other processes pick the change up at their restart
+        return
 
 
 @receiver(setting_changed)
