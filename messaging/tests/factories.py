@@ -14,8 +14,9 @@ def queue_many(
     key_prefix: str,
     kind: str = "transactional",
     step: datetime.timedelta = datetime.timedelta(0),
+    channel: str = "sms",
 ) -> None:
-    """`count` scheduled SMS touchpoints in one statement, the n-th due at `due_at + n * step`."""
+    """`count` scheduled touchpoints in one statement, the n-th due at `due_at + n * step`."""
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -23,13 +24,14 @@ def queue_many(
                 counted_in, kind, source, source_ref, priority, on_cap, idempotency_key, status, reason,
                 provider_code, provider_message_id, provider_response, decisions, attempts, max_attempts,
                 scheduled_for, due_at, created_at, updated_at)
-            SELECT %(customer)s, 'sms', '', '{}', '{"text": "hi"}', '{}', '', '[]', %(kind)s, 'journey', %(lane)s, 0,
-                   'skip', %(prefix)s || n, 'scheduled', '', '', '', '{}', '[]', 0, 5,
+            SELECT %(customer)s, %(channel)s, '', '{}', '{"text": "hi"}', '{}', '', '[]', %(kind)s, 'journey',
+                   %(lane)s, 0, 'skip', %(prefix)s || n, 'scheduled', '', '', '', '{}', '[]', 0, 5,
                    %(due)s + n * %(step)s, %(due)s + n * %(step)s, %(due)s, %(due)s
             FROM generate_series(1, %(count)s) AS n
             """,
             {
                 "customer": customer_id,
+                "channel": channel,
                 "kind": kind,
                 "lane": source_ref,
                 "prefix": key_prefix,
