@@ -1,5 +1,6 @@
 """The dashboard's navigation. Each section appears once its pages exist."""
 
+from django.conf import settings
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 
@@ -15,6 +16,8 @@ SECTIONS = [
     (_("Message templates"), "messaging-template-list", "all"),
     (_("WeCom to-do"), "wecom-todo", "all"),
     (_("Channels"), "messaging-channels", "managers"),
+    (_("WeCom setup"), "wecom-setup", "managers"),
+    (_("WeCom sandbox"), "wecom-sandbox", "sandbox"),
     (_("Contact policy"), "messaging-policy", "managers"),
     (_("Integrations"), "subscription-list", "managers"),
     (_("API tokens"), "accounts:tokens", "managers"),
@@ -27,7 +30,9 @@ def navigation(request):
         return {}
     items = []
     for label, url_name, audience in SECTIONS:
-        if audience == "managers" and not user.can_manage:
+        if audience in ("managers", "sandbox") and not user.can_manage:
+            continue
+        if audience == "sandbox" and not settings.WECOM_SANDBOX:
             continue
         url = reverse(url_name)
         is_current = request.path == url if url == "/" else request.path.startswith(url)

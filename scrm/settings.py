@@ -218,6 +218,22 @@ MESSAGING_CHANNELS = {
         "receipt_secret": env("WEBHOOK_RECEIPT_SECRET", default=""),
     },
 }
+# The public address WeCom and people reach this site at (https://…); empty: the address a page was opened at.
+SITE_URL = env("SITE_URL", default="")
+# WeCom sandbox: the local fake WeCom (Procfile "wecom") stands in for the platform, so `make run` shows contacts,
+# welcomes and mass sends with no corp account. On by default in development when no corp is configured.
+WECOM_SANDBOX = env_bool("WECOM_SANDBOX", default=DEBUG and not env("WECOM_CORP_ID", default=""))
+WECOM_SANDBOX_SITE_URL = env("WECOM_SANDBOX_SITE_URL", default="http://127.0.0.1:8000")  # where it posts callbacks
+if WECOM_SANDBOX:
+    MESSAGING_BACKENDS["wecom"] = "messaging.backends.wecom.WeComBackend"
+    MESSAGING_CHANNELS["wecom"] = {
+        **MESSAGING_CHANNELS["wecom"],
+        "corp_id": "wwfakecorp",  # the fake's defaults (python -m messaging.wecom.fake)
+        "secret": "fake-secret",  # the sandbox's, public by design
+        "token": "sandboxtoken",
+        "encoding_aes_key": "SCRMsandboxEncodingAESKeyForDemos0123456789",
+        "api_base": env("WECOM_SANDBOX_API_BASE", default="http://127.0.0.1:8801"),
+    }
 MESSAGING_BATCH_SIZE = env("MESSAGING_BATCH_SIZE", default=500, cast=int)  # touchpoints claimed per cycle
 MESSAGING_LEASE_SECONDS = env("MESSAGING_LEASE_SECONDS", default=30, cast=int)  # a dead worker's claim expires
 MESSAGING_MAX_ATTEMPTS = env("MESSAGING_MAX_ATTEMPTS", default=5, cast=int)

@@ -9,6 +9,7 @@ os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use
 _redis = urlsplit(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
 os.environ["REDIS_URL"] = urlunsplit(_redis._replace(path=f"/{os.environ.get('TEST_REDIS_DB', '15')}"))
 os.environ.pop("CELERY_BROKER_URL", None)
+os.environ.setdefault("WECOM_SANDBOX", "0")  # tests that want the sandbox turn it on themselves
 
 from scrm.settings import *  # noqa: E402, F403
 

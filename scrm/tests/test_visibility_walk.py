@@ -4,6 +4,7 @@ A new URL with a parameter this walk cannot fill fails the test: teach `OBJECT_F
 """
 
 import re
+from types import SimpleNamespace
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
@@ -24,6 +25,9 @@ from customers.tests.factories import (
     UserFactory,
     sales_rep,
 )
+from messaging.models import Delivery, MessageTemplate, Subscription
+from messaging.services.dispatch import dispatch_touchpoints
+from messaging.services.scheduling import schedule_touchpoint
 from segments.models import CustomerRfm, CustomerStage, RfmRun, RfmTransition, SegmentKind
 from segments.services.segments import add_to_static, save_segment
 from tags.models import TagSource
@@ -33,8 +37,9 @@ from tags.tests.factories import AnswerCodeFactory, QuestionFactory, TagFactory
 SECRET_NAME = "隐秘客户Zed"
 SECRET_PHONE = "13912345678"
 SECRET_IDENTITY = "wmSECRET42"
-# No customer data behind these (healthz answers 503 here: no Celery worker runs during this test).
-SKIP_PREFIXES = ("static/", "i18n/", "api/v1/schema", "api/v1/docs", "api/v1/redoc", "healthz")
+# No customer data behind these (healthz answers 503 here: no Celery worker runs during this test; so does the
+# WeCom callback, which WeCom signs and which is not configured here).
+SKIP_PREFIXES = ("static/", "i18n/", "api/v1/schema", "api/v1/docs", "api/v1/redoc", "healthz", "wecom/callback")
 
 
 def all_patterns(patterns=None, prefix: str = ""):
@@ -78,14 +83,34 @@ def world(db):
     RfmTransition.objects.create(run=run, customer=theirs, from_class="", to_class="important_value", at=now)
     for model, stage in (("aipl", "loyalty"), ("lifecycle", "vip"), ("ladder", "koc")):
         CustomerStage.objects.create(customer=theirs, model=model, stage=stage, since=now)
+    touchpoint = schedule_touchpoint(channel="sms", customer=theirs, idempotency_key="secret-message",
+                                     content={"text": f"{SECRET_NAME} 您好"}, kind="transactional")  # fmt: skip
+    dispatch_touchpoints([touchpoint.pk])  # rendered with the name, sent to the phone, on the console
+    subscription = Subscription.objects.create(
+        name="BI", url="http://127.0.0.1:9/hook", secret="s", kinds=["tag.added"]
+    )
+    delivery = Delivery.objects.create(subscription=subscription, event_key="de:1", kind="tag.added",
+                                       payload={"customer": {"name": SECRET_NAME, "phone": SECRET_PHONE}})  # fmt: skip
+    template = MessageTemplate.objects.create(name="欢迎", channel="sms", body="您好 {{ customer.name }}")
     return {"me": me, "mine": mine, "theirs": theirs, "order": order, "event": event, "group": group,
             "shared_group": shared_group, "merge": merge, "token": UserFactory, "tag": tag,
-            "questionnaire": question.questionnaire, "segment": segment}  # fmt: skip
+            "questionnaire": question.questionnaire, "segment": segment, "touchpoint": touchpoint,
+            "subscription": subscription, "delivery": delivery, "template": template,
+            "channel": SimpleNamespace(pk="sms")}  # fmt: skip
 
 
 # Which object of the other rep to put into a URL's parameters, by the URL's first segments (the more specific
 # prefix first: the first match wins).
 OBJECT_FOR_PREFIX = [
+    ("api/v1/touchpoints", "touchpoint"),
+    ("api/v1/subscriptions", "subscription"),
+    ("api/v1/deliveries", "delivery"),
+    ("integrations/subscriptions", "subscription"),
+    ("integrations/deliveries", "delivery"),
+    ("messaging/outbox", "touchpoint"),
+    ("messaging/templates", "template"),
+    ("messaging/channels", "channel"),
+    ("messaging/wecom/sandbox", "channel"),
     ("api/v1/orders", "order"),
     ("api/v1/events", "event"),
     ("api/v1/groups", "group"),
@@ -102,7 +127,7 @@ OBJECT_FOR_PREFIX = [
 ]
 # Objects every rep may open (tags, questionnaires, segments): their pages answer, but show nothing of other reps'
 # customers.
-SHARED_OBJECTS = ("tag", "questionnaire", "segment")
+SHARED_OBJECTS = ("tag", "questionnaire", "segment", "template", "channel")
 REFERENCE_DATA = ("api/v1/staff", "api/v1/channels", "api/v1/products", "api/v1/tag-groups", "accounts/")
 
 
@@ -162,6 +187,7 @@ def test_every_url_hides_other_reps_customers(world):
     assert any(u.startswith(f"/api/v1/tags/{world['tag'].pk}/") for u in walked)
     assert any(u.startswith(f"/api/v1/segments/{world['segment'].pk}/") for u in walked)
     assert any(u.startswith("/api/v1/layers/") for u in walked)
+    assert any(u.startswith(f"/messaging/outbox/{world['touchpoint'].pk}/") for u in walked)
     assert len(walked) >= 10
 
 
