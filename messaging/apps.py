@@ -15,3 +15,7 @@ class MessagingConfig(AppConfig):
         from messaging.views.customer_panel import register_customer_page_extensions
 
         register_customer_page_extensions()
+        from customers.demo import register_demo_step
+        from messaging.demo import seed_messaging_demo
+
+        register_demo_step("messaging", seed_messaging_demo)
