@@ -106,7 +106,7 @@ class DedicatedRedis:
 
     def __init__(self) -> None:
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/15"  # the database test_settings uses
+        self.url = f"redis://127.0.0.1:{self.port}/{os.environ.get('TEST_REDIS_DB', '15')}"  # test_settings' db
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
