@@ -131,6 +131,7 @@ def test_a_customer_deleting_the_staff_member_ends_the_relationship(platform, op
     act(operator_client, "customer-deleted-staff", userid="zhangsan", external_userid=external_userid)
 
     assert Relationship.objects.get().status == "deleted_by_customer"
+    assert external_userid not in platform.follows["zhangsan"]  # the platform forgot the pair too
 
 
 @live
@@ -139,6 +140,7 @@ def test_a_customer_joining_a_group_becomes_a_member(platform, operator_client):
 
     act(operator_client, "group-joined", chat_id="wrGroup01", owner="zhangsan", external_userid=external_userid)
 
+    assert external_userid in platform.groups["wrGroup01"]["members"]
     membership = GroupMembership.objects.get()
     assert (membership.group.chat_id, membership.customer_id, membership.left_at) == (
         "wrGroup01", Customer.objects.get().pk, None)  # fmt: skip

@@ -286,13 +286,28 @@ class FakeWeCom:
         if action == "contact":
             self.add_contact(body["userid"], body["external_userid"], name=body.get("name", ""))
             return _ok(welcome_code=self.issue_welcome_code(body["userid"], body["external_userid"]))
+        if action == "remove_contact":
+            self.remove_contact(body["userid"], body["external_userid"])
+            return _ok()
+        if action == "join_group":
+            with self.lock:
+                if body["chat_id"] not in self.groups:
+                    self.add_group(body["chat_id"], owner=body["owner"])
+                members = self.groups[body["chat_id"]]["members"]
+                if body["external_userid"] not in members:
+                    members.append(body["external_userid"])
+            return _ok()
         if action == "state":
             with self.lock:
                 sends = [
                     {"msgid": m.msgid, "sender": m.sender, "recipients": m.recipients, "confirmed": m.confirmed}
                     for m in self.mass_sends.values()
                 ]
-                return _ok(mass_sends=sends, deliveries=dict(self.deliveries), welcomes=self.welcomes)
+                calls = [
+                    {"method": c.method, "path": c.path, "errcode": (c.answer or {}).get("errcode", 500)}
+                    for c in self.calls[-50:]
+                ]
+                return _ok(mass_sends=sends, deliveries=dict(self.deliveries), welcomes=self.welcomes, calls=calls)
         return _error(404, f"no such sandbox action {action}")
 
 
