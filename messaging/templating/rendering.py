@@ -250,6 +250,7 @@ def _html_part(bundle: _Bundle, context: Context) -> str:
 def _render(item: RenderItem, bundle: _Bundle, batch: _Batch) -> dict[str, Any]:
     source = bundle.source
     zone = _zone(item.customer.time_zone if item.customer is not None else "")
+    reader_language = translation.get_language()  # errors are for the person reading them, not the customer
     with translation.override(source.language), timezone.override(zone):
         try:
             context = Context(_context_data(item, bundle, batch), autoescape=False)
@@ -257,14 +258,18 @@ def _render(item: RenderItem, bundle: _Bundle, batch: _Batch) -> dict[str, Any]:
             is_html = source.channel == MessageChannel.EMAIL and source.format == TemplateFormat.LINK
             html = _html_part(bundle, context) if is_html else ""
         except MissingVariable as missing:
-            message = _("The variable “%(name)s” is missing and has no default.") % {"name": missing.name}
+            with translation.override(reader_language):
+                message = _("The variable “%(name)s” is missing and has no default.") % {"name": missing.name}
             raise RenderError(message, code="missing_variable", variable=missing.name) from None
         except VariableDoesNotExist as error:
             name = str(error.params[0]) if error.params else ""
-            message = _("The variable “%(name)s” is missing.") % {"name": name}
+            with translation.override(reader_language):
+                message = _("The variable “%(name)s” is missing.") % {"name": name}
             raise RenderError(message, code="missing_variable", variable=name) from None
         except Exception as error:  # odd data (a filter failing on it…) fails this message, not the batch
-            raise RenderError(_("The template failed to render: %(error)s") % {"error": error}) from None
+            with translation.override(reader_language):
+                message = _("The template failed to render: %(error)s") % {"error": error}
+            raise RenderError(message) from None
     card = {name: rendered.get(f"card_{name}", "") for name in CARD_FIELDS}
     text = rendered.get("body", "")
     if source.format == TemplateFormat.TEXT and not text.strip():
