@@ -35,7 +35,7 @@ run: install ## set up everything, load demo data into an empty database, serve 
 	  $(PY) manage.py migrate --no-input && \
 	  $(PY) manage.py setup_demo && \
 	  echo "Serving http://127.0.0.1:8000 (Ctrl-C stops web, worker and beat)" && \
-	  $(VENV)/bin/honcho start -f Procfile
+	  mkdir -p var && $(VENV)/bin/honcho start -f Procfile
 
 test: install lint chromium ## lint, then the whole test suite against real PostgreSQL and Redis
 	@$(SERVICES) && $(PY) -m pytest -p no:randomly $(PYTEST_ARGS)

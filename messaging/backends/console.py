@@ -37,10 +37,13 @@ class ConsoleBackend(ChannelBackend):
                 """,
                 [orjson.dumps(rows).decode()],
             )
-        if logger.isEnabledFor(logging.INFO):
+        if logger.isEnabledFor(logging.INFO):  # the message itself, readable in `make run`'s output
             for message in messages:
                 logger.info(
-                    "console.sent",
+                    "console.sent %s → %s: %s",
+                    message.channel,
+                    message.recipient,
+                    str(message.content.get("text", ""))[:200],
                     extra={"channel": message.channel, "recipient": message.recipient, "key": message.idempotency_key},
                 )
         return [DeliveryResult(Outcome.SENT, provider_message_id=f"console-{m.touchpoint_id}") for m in messages]
