@@ -280,7 +280,7 @@ def _process(ids: list[int], token: uuid.UUID, now: datetime.datetime) -> Dispat
             item.counted_in = []
         record_status_events(_write(to_send, token))
     for item in work:
-        report.outcomes[item.reason if item.reason == "rate_limited" else item.status] += 1
+        report.outcomes[item.reason if item.reason == "rate_limited" else str(item.status)] += 1
     return report
 
 
