@@ -114,6 +114,8 @@ class TouchpointViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
             )
         except InvalidTouchpoint as invalid:
             raise ValidationError({field: [message] for field, message in invalid.errors.items()}) from invalid
+        if not touchpoint.is_new:  # a concurrent request with the same key queued it first
+            return Response(s.TouchpointDetailOutput(self._visible(touchpoint)).data)
         return Response(s.TouchpointDetailOutput(self._visible(touchpoint)).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: s.TouchpointDetailOutput, 409: CONFLICT})

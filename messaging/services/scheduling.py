@@ -55,8 +55,8 @@ def schedule_touchpoint(
     max_attempts: int | None = None,
     created_by: Any = None,
 ) -> Touchpoint:
-    """Queue one message. Idempotent: a second call with the same key returns the first touchpoint unchanged.
-    Joins the caller's transaction; dispatch is kicked once it commits."""
+    """Queue one message. Idempotent: a second call with the same key returns the first touchpoint unchanged (its
+    `is_new` is False). Joins the caller's transaction; dispatch is kicked once it commits."""
     errors: dict[str, str] = {}
     if channel not in MessageChannel.values:
         errors["channel"] = f"unknown channel {channel!r}"
@@ -104,7 +104,9 @@ def schedule_touchpoint(
         existing = Touchpoint.objects.filter(idempotency_key=idempotency_key).first()
         if existing is None:  # the conflict was something else (a missing customer…)
             raise
+        existing.is_new = False
         return existing
+    touchpoint.is_new = True  # tells callers (the API's 201 or 200) whether this call queued it
     if due <= timezone.now() + datetime.timedelta(seconds=1):
         kick_dispatch_after_commit()
     return touchpoint

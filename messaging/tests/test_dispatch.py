@@ -69,6 +69,7 @@ def test_scheduling_twice_with_one_key_gives_one_touchpoint_J26(at_10am, custome
     second = sms(customer, "journey:1:step:2:enrollment:3", content={"text": "other"})
 
     assert second.pk == first.pk
+    assert (first.is_new, second.is_new) == (True, False)
     assert Touchpoint.objects.count() == 1
 
 
