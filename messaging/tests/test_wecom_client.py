@@ -240,54 +240,6 @@ def test_cards_become_wecom_attachments(content, attachment):
     assert message_payload(content) == ("", [attachment])
 
 
-# ---------------------------------------------------------------------------------------------- setup check
-
-
-def test_the_setup_check_passes_every_step_on_a_working_configuration(wecom):
-    steps = wecom.check()
-
-    assert [(s.step, s.ok) for s in steps] == [("credentials", True), ("token", True), ("customer_contact", True)]
-    assert steps[-1].message == "Customer contact is enabled for 1 staff member."
-
-
-def test_the_setup_check_names_missing_credentials_without_calling_wecom(fake):
-    client = WeComClient.from_config({**fake.config(), "secret": ""})
-
-    steps = client.check()
-
-    assert [(s.step, s.ok) for s in steps] == [("credentials", False)]
-    assert "WECOM_SECRET" in steps[0].message
-    assert fake.calls == []
-
-
-def test_the_setup_check_says_which_credential_is_wrong(fake):
-    client = WeComClient.from_config({**fake.config(), "corp_id": "wwother"})
-
-    steps = client.check()
-
-    assert [(s.step, s.ok) for s in steps] == [("credentials", True), ("token", False)]
-    assert steps[1].message.startswith("The corp ID is wrong")
-    assert steps[1].message.endswith("(errcode 40013)")
-
-
-def test_the_setup_check_explains_a_server_it_cannot_reach():
-    api_base = f"http://127.0.0.1:{closed_port()}"
-    client = WeComClient(corp_id="ww1", secret="s", api_base=api_base)
-
-    steps = client.check()
-
-    assert steps[1].ok is False
-    assert steps[1].message.startswith(f"Could not reach {api_base} (ConnectError)")
-
-
-def test_the_setup_check_hints_at_trusted_ips(fake, wecom):
-    fake.fail_next(1, errcode=60020, path=GETTOKEN)
-
-    steps = wecom.check()
-
-    assert "trusted IPs" in steps[1].message
-
-
 def test_the_client_is_plain_httpx_with_the_messaging_timeout(wecom):
     assert isinstance(wecom.http, httpx.Client)
     assert wecom.http.timeout.read == settings.MESSAGING_REQUEST_TIMEOUT

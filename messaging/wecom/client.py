@@ -18,15 +18,13 @@ import datetime
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import httpx
 import redis
 from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
-from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy, ngettext
 
 from messaging import ratelimit
 
@@ -79,14 +77,6 @@ class MassSendCreated:
     msgid: str
     fail_list: list[str] = field(default_factory=list)
     response: dict[str, Any] = field(default_factory=dict)
-
-
-class CheckStep(NamedTuple):
-    """One step of the setup check: unpacks as (step, ok, message)."""
-
-    step: str
-    ok: bool
-    message: str
 
 
 def _error_of(data: Mapping[str, Any]) -> WeComError:
@@ -342,66 +332,3 @@ class WeComClient:
     def remind_groupmsg_send(self, msgid: str) -> dict[str, Any]:
         """externalcontact/remind_groupmsg_send: nudge the senders who have not confirmed `msgid` yet."""
         return self.call("POST", "/cgi-bin/externalcontact/remind_groupmsg_send", body={"msgid": msgid})
-
-    # ------------------------------------------------------------------------------------------ setup check
-
-    def check(self) -> list[CheckStep]:
-        """The configuration, step by step, each with what to fix: credentials, token, customer-contact access."""
-        steps: list[CheckStep] = []
-        missing = [
-            name for name, value in (("WECOM_CORP_ID", self.corp_id), ("WECOM_SECRET", self.secret)) if not value
-        ]
-        if missing:
-            message = _("Missing: %(names)s. Set them in the environment or on the channel settings page.")
-            steps.append(CheckStep("credentials", False, message % {"names": ", ".join(missing)}))
-            return steps
-        steps.append(CheckStep("credentials", True, _("Corp ID and secret are set.")))
-        try:
-            self.fetch_token()
-        except WeComError as error:
-            steps.append(CheckStep("token", False, _explain(error, api_base=self.api_base)))
-            return steps
-        steps.append(CheckStep("token", True, _("WeCom issued an access token.")))
-        try:
-            staff = self.get_follow_user_list()
-        except WeComError as error:
-            steps.append(CheckStep("customer_contact", False, _explain(error, api_base=self.api_base)))
-            return steps
-        message = ngettext(
-            "Customer contact is enabled for %(count)d staff member.",
-            "Customer contact is enabled for %(count)d staff members.",
-            len(staff),
-        ) % {"count": len(staff)}
-        steps.append(CheckStep("customer_contact", True, message))
-        return steps
-
-
-# What the documented errcodes mean for whoever is setting up the corp.
-_SETUP_HINTS = {
-    40001: gettext_lazy(
-        "The secret is wrong: copy the Secret of the customer contact (客户联系) app, or of a self-built app."
-    ),
-    40013: gettext_lazy(
-        "The corp ID is wrong: it is on My Company (我的企业) → Company Information, starting with “ww”."
-    ),
-    41004: gettext_lazy("The secret is missing."),
-    48002: gettext_lazy(
-        "This secret may not call the customer-contact API: use the customer contact secret, or give the app "
-        "customer contact permission (客户联系 → API)."
-    ),
-    60020: gettext_lazy(
-        "This server's IP address is not among the app's trusted IPs (企业可信IP): add it in the app's settings."
-    ),
-    -1: gettext_lazy("WeCom is busy: try again in a minute."),
-}
-
-
-def _explain(error: WeComError, *, api_base: str) -> str:
-    if error.errcode is None:
-        return _("Could not reach %(url)s (%(error)s): check the address and this server's network.") % {
-            "url": api_base,
-            "error": error.code,
-        }
-    hint = _SETUP_HINTS.get(error.errcode)
-    detail = str(hint) if hint else _("WeCom answered %(error)s.") % {"error": str(error)}
-    return f"{detail} (errcode {error.errcode})"
