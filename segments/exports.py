@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from django.http import HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from openpyxl import Workbook
@@ -20,7 +22,9 @@ from segments.models import Segment, SegmentMembership
 
 CHUNK = 2000
 # The most rows an Excel sheet holds (1,048,576) less the header.
+logger = logging.getLogger(__name__)
 XLSX_MAX_ROWS = 1_048_575
+XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -120,3 +124,22 @@ def _text_cell(sheet, value: Any) -> Any:
 def filename(segment: Segment, extension: str) -> str:
     stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
     return f"segment-{segment.pk}-{stamp}.{extension}"
+
+
+class TooManyRows(Exception):
+    """More members than one Excel sheet holds."""
+
+
+def download(user, segment: Segment, *, as_xlsx: bool) -> HttpResponse:
+    """The export as a download: a streamed CSV, or a workbook (TooManyRows past one sheet). Logged."""
+    if as_xlsx:
+        if member_count(user, segment) > XLSX_MAX_ROWS:
+            raise TooManyRows
+        response: HttpResponse = HttpResponse(xlsx_bytes(user, segment), content_type=XLSX_TYPE)
+        extension = "xlsx"
+    else:
+        response = StreamingHttpResponse(csv_chunks(user, segment), content_type="text/csv; charset=utf-8")
+        extension = "csv"
+    response["Content-Disposition"] = f'attachment; filename="{filename(segment, extension)}"'
+    logger.info("segments.exported", extra={"segment": segment.pk, "user": user.pk, "format": extension})
+    return response

@@ -5,11 +5,9 @@ limited to the customers the user may see. Writes go through segments.services."
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 
 from django.db import transaction
-from django.http import HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
@@ -30,8 +28,6 @@ from segments.models import LayeringSettings, LayerModel, Segment, SegmentKind
 from segments.services import segments as service
 from segments.services.membership import MembershipChange
 from tags.api.views import CONFLICT, RULE_ERROR, Conflict
-
-logger = logging.getLogger(__name__)
 
 SEGMENT_ID = OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH)
 CUSTOMER_PK = OpenApiParameter("customer_pk", OpenApiTypes.INT, OpenApiParameter.PATH)
@@ -56,7 +52,7 @@ class CsvRenderer(renderers.BaseRenderer):
 
 
 class XlsxRenderer(CsvRenderer):
-    media_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    media_type = exports.XLSX_TYPE
     format = "xlsx"
     charset = None
 
@@ -239,19 +235,12 @@ class SegmentViewSet(viewsets.ModelViewSet):
     def export(self, request, pk=None):
         """The current members you may see as CSV (streamed, any size) or an Excel workbook."""
         segment = self.get_object()
-        if request.accepted_renderer.format == "xlsx":
-            if exports.member_count(request.user, segment) > exports.XLSX_MAX_ROWS:
-                raise Conflict(_("Too many members for one Excel sheet; export CSV instead."), code="too_many_rows")
-            response = HttpResponse(exports.xlsx_bytes(request.user, segment), content_type=XlsxRenderer.media_type)
-            extension = "xlsx"
-        else:
-            response = StreamingHttpResponse(
-                exports.csv_chunks(request.user, segment), content_type="text/csv; charset=utf-8"
-            )
-            extension = "csv"
-        response["Content-Disposition"] = f'attachment; filename="{exports.filename(segment, extension)}"'
-        logger.info("segments.exported", extra={"segment": segment.pk, "user": request.user.pk, "format": extension})
-        return response
+        try:
+            return exports.download(request.user, segment, as_xlsx=request.accepted_renderer.format == "xlsx")
+        except exports.TooManyRows:
+            raise Conflict(
+                _("Too many members for one Excel sheet; export CSV instead."), code="too_many_rows"
+            ) from None
 
     def handle_exception(self, exc):
         if self.action == "export":  # errors of the export answer JSON whatever format was asked for

@@ -3,14 +3,13 @@ recompute."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -23,13 +22,10 @@ from segments.forms import CustomerIdsForm, ExcludeForm, FreezeForm, MembersForm
 from segments.models import RecomputeStatus, Segment, SegmentKind
 from segments.services import segments as service
 
-logger = logging.getLogger(__name__)
-
 LIST_SIZE = 500
 PAGE_SIZE = 50
 SIZES_SHOWN = 180
 EXCLUSIONS_SHOWN = 100
-XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 STATUS_LABELS = {
     RecomputeStatus.IDLE: (RecomputeStatus.IDLE.label, "success"),
@@ -206,20 +202,11 @@ def segment_members(request, pk: int):
 def export_segment(request, pk: int):
     """The current members the user may see, as CSV (streamed) or as an Excel workbook (`?format=xlsx`)."""
     segment = selectors.get_segment(request.user, pk)
-    if request.GET.get("format") == "xlsx":
-        if exports.member_count(request.user, segment) > exports.XLSX_MAX_ROWS:
-            messages.error(request, _("Too many members for one Excel sheet; export CSV instead."))
-            return redirect("segments:detail", pk=segment.pk)
-        response: HttpResponse = HttpResponse(exports.xlsx_bytes(request.user, segment), content_type=XLSX_TYPE)
-        extension = "xlsx"
-    else:
-        response = StreamingHttpResponse(
-            exports.csv_chunks(request.user, segment), content_type="text/csv; charset=utf-8"
-        )
-        extension = "csv"
-    response["Content-Disposition"] = f'attachment; filename="{exports.filename(segment, extension)}"'
-    logger.info("segments.exported", extra={"segment": segment.pk, "user": request.user.pk, "format": extension})
-    return response
+    try:
+        return exports.download(request.user, segment, as_xlsx=request.GET.get("format") == "xlsx")
+    except exports.TooManyRows:
+        messages.error(request, _("Too many members for one Excel sheet; export CSV instead."))
+        return redirect("segments:detail", pk=segment.pk)
 
 
 @login_required
