@@ -55,6 +55,7 @@ S = TouchpointStatus
 QUEUE = "('scheduled', 'deferred', 'sending')"  # the partial index touchpoint_queue's condition
 MAX_BACKOFF_SECONDS = 3600
 WECOM_BUDGET_SCOPE = "wecom_budget"
+RateLimits = dict[tuple[str, str], int]
 # Columns a cycle never reads: not loading them (the growing decision log above all) is a third of the load time.
 UNREAD_FIELDS = (
     "decisions",
@@ -124,8 +125,9 @@ def dispatch_due(*, now: datetime.datetime | None = None, batch_size: int | None
     """One cycle over the due queue. Safe to run in any number of workers at once."""
     now = now or timezone.now()
     token = uuid.uuid4()
-    ids = _claim_due(now, batch_size or settings.MESSAGING_BATCH_SIZE, token)
-    return _process(ids, token, now)
+    limits = _rate_limits()
+    ids = _claim_due(now, batch_size or settings.MESSAGING_BATCH_SIZE, token, limits)
+    return _process(ids, token, now, limits)
 
 
 def dispatch_touchpoints(ids: Sequence[int]) -> DispatchReport:
@@ -143,7 +145,7 @@ def dispatch_touchpoints(ids: Sequence[int]) -> DispatchReport:
             [_lease_until(now), token, now, list(ids), now],
         )
         claimed = [row[0] for row in cursor.fetchall()]
-    return _process(claimed, token, now)
+    return _process(claimed, token, now, _rate_limits())
 
 
 def dispatch_until_idle(*, seconds: float) -> DispatchReport:
@@ -165,7 +167,7 @@ def _lease_until(now: datetime.datetime) -> datetime.datetime:
     return now + datetime.timedelta(seconds=settings.MESSAGING_LEASE_SECONDS)
 
 
-def _claim_due(now: datetime.datetime, size: int, token: uuid.UUID) -> list[int]:
+def _claim_due(now: datetime.datetime, size: int, token: uuid.UUID, limits: RateLimits) -> list[int]:
     """Claim up to `size` due rows, an equal share per lane first, then what the busiest lanes can fill."""
     with connection.cursor() as cursor:
         # Every lane with queued rows, by a skip scan over the partial index (one probe per lane).
@@ -185,7 +187,7 @@ def _claim_due(now: datetime.datetime, size: int, token: uuid.UUID) -> list[int]
         lanes = [row[0] for row in cursor.fetchall()]
         if not lanes:
             return []
-        excluded = _exhausted_channels(now)
+        excluded = _exhausted_channels(now, limits)
         claimed: list[int] = []
         quota = -(-size // len(lanes))
         while lanes and len(claimed) < size:
@@ -226,22 +228,27 @@ def _claim_due(now: datetime.datetime, size: int, token: uuid.UUID) -> list[int]
     return claimed
 
 
-def _exhausted_channels(now: datetime.datetime) -> list[str]:
+def _rate_limits() -> RateLimits:
+    """(channel, sender) → per minute; sender "" is the channel-wide limit. Read once per cycle."""
+    return {(limit.channel, limit.sender): limit.per_minute for limit in RateLimit.objects.all()}
+
+
+def _exhausted_channels(now: datetime.datetime, limits: RateLimits) -> list[str]:
     """Channels whose channel-wide rate limit is used up this minute: not claimed until the next one."""
-    limits = {limit.channel: limit.per_minute for limit in RateLimit.objects.filter(sender="")}
-    if not limits:
+    channel_wide = {channel: per_minute for (channel, sender), per_minute in limits.items() if not sender}
+    if not channel_wide:
         return []
     try:
-        used = ratelimit.used([f"channel:{channel}" for channel in limits], now=now)
+        used = ratelimit.used([f"channel:{channel}" for channel in channel_wide], now=now)
     except redis.RedisError:
-        return list(limits)
-    return [channel for channel, per_minute in limits.items() if used[f"channel:{channel}"] >= per_minute]
+        return list(channel_wide)
+    return [channel for channel, per_minute in channel_wide.items() if used[f"channel:{channel}"] >= per_minute]
 
 
 # -------------------------------------------------------------------------------------------------- processing
 
 
-def _process(ids: list[int], token: uuid.UUID, now: datetime.datetime) -> DispatchReport:
+def _process(ids: list[int], token: uuid.UUID, now: datetime.datetime, limits: RateLimits) -> DispatchReport:
     report = DispatchReport(claimed=len(ids))
     if not ids:
         return report
@@ -258,7 +265,7 @@ def _process(ids: list[int], token: uuid.UUID, now: datetime.datetime) -> Dispat
     _apply_quiet_hours([item for item in work if item.is_open], contact_policy, now)
     with transaction.atomic():
         counters = _reserve_cap_slots([item for item in work if item.is_open], contact_policy, now)
-        _apply_rate_limits([item for item in work if item.is_open], now)
+        _apply_rate_limits([item for item in work if item.is_open], limits, now)
         _release_slots_of([item for item in work if not item.is_open and item.counted_in], counters)
         _save_counters(counters)
         # Written before sending: the decided rows, and rows holding new cap slots (a crash must not make them
@@ -497,18 +504,18 @@ def _sender_of(tp: Touchpoint) -> str:
     return tp.sender_staff.wecom_userid if tp.sender_staff_id and tp.sender_staff.wecom_userid else tp.sender
 
 
-def _apply_rate_limits(work: list[_Work], now: datetime.datetime) -> None:
+def _apply_rate_limits(work: list[_Work], limits: RateLimits, now: datetime.datetime) -> None:
     """Take each channel's (and sender's) allowance for this minute in due order; the rest wait (J33). A row
     pushed back by a channel-wide limit keeps its place: its due time becomes the original one again, and the
     claim skips the channel until the next minute."""
-    limits = {(limit.channel, limit.sender): limit.per_minute for limit in RateLimit.objects.all()}
     if not limits or not work:
         return
+    # In due order; a channel's own group comes before its senders' (its first row inserts it first), so a row
+    # under both limits is checked against the channel's first.
     groups: dict[tuple[str, str], list[_Work]] = defaultdict(list)
     for item in sorted(work, key=lambda w: (w.tp.scheduled_for, w.tp.id)):
         if (item.tp.channel, "") in limits:
             groups[(item.tp.channel, "")].append(item)
-    for item in sorted(work, key=lambda w: (w.tp.scheduled_for, w.tp.id)):
         sender = _sender_of(item.tp)
         if sender and (item.tp.channel, sender) in limits:
             groups[(item.tp.channel, sender)].append(item)
