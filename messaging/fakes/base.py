@@ -41,7 +41,32 @@ class _Failure:
     remaining: int | None = 1  # None: every time
 
 
-class FakeHttpServer(ThreadingHTTPServer):
+class ServedInThread:
+    """Start and stop a socketserver in a daemon thread, or use it as a context manager (the HTTP and SMTP
+    fakes)."""
+
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Self:
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self.shutdown()
+            self._thread.join()
+            self._thread = None
+        self.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class FakeHttpServer(ServedInThread, ThreadingHTTPServer):
     """Subclasses implement `answer(path, headers, body)` and call `record`, `injected_failure` and `act`.
 
     Thread-safe: every counter changes under `self.condition`. `seen[key]` counts authentic requests per key,
@@ -60,7 +85,6 @@ class FakeHttpServer(ThreadingHTTPServer):
         self.max_skew = max_skew  # seconds a signed timestamp may be off; None accepts any
         self.condition = threading.Condition()
         self.stopping = threading.Event()
-        self._thread: threading.Thread | None = None
         self.reset()
 
     # Lifecycle
@@ -74,24 +98,9 @@ class FakeHttpServer(ThreadingHTTPServer):
     def url(self) -> str:
         return self.base_url + self.endpoint
 
-    def start(self) -> Self:
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
     def stop(self) -> None:
         self.stopping.set()  # releases slow answers and ends kept-alive connections
-        if self._thread is not None:
-            self.shutdown()
-            self._thread.join()
-            self._thread = None
-        self.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        super().stop()
 
     # What tests tell the fake
 

@@ -11,7 +11,8 @@ import threading
 from collections import Counter, deque
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Self
+
+from messaging.fakes.base import ServedInThread
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class ReceivedMail:
         return str(self.message["Message-ID"] or "")
 
 
-class FakeSmtpServer(socketserver.ThreadingTCPServer):
+class FakeSmtpServer(ServedInThread, socketserver.ThreadingTCPServer):
     """`refuse(address, code)` answers RCPT TO for that address with `code` (550: permanent, 451: temporary);
     `fail_next_data(count, code)` answers the next DATA commands' end with `code`."""
 
@@ -41,7 +42,6 @@ class FakeSmtpServer(socketserver.ThreadingTCPServer):
         self.connections = 0
         self._refusals: dict[str, tuple[int, str]] = {}
         self._data_failures: deque[tuple[int, str]] = deque()
-        self._thread: threading.Thread | None = None
 
     @property
     def host(self) -> str:
@@ -50,24 +50,6 @@ class FakeSmtpServer(socketserver.ThreadingTCPServer):
     @property
     def port(self) -> int:
         return int(self.server_address[1])
-
-    def start(self) -> Self:
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self.shutdown()
-            self._thread.join()
-            self._thread = None
-        self.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def refuse(self, address: str, *, code: int = 550, text: str = "5.1.1 No such user") -> None:
         with self.lock:
