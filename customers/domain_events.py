@@ -100,9 +100,9 @@ def outbox_sql(source: str, kind_sql: str, payload_sql: str, *, where: str = "TR
 
 def kick_after_commit() -> None:
     """Ask a worker to consume once the current transaction commits (registered once per transaction)."""
-    if any(func is enqueue_consumers for _sids, func, _robust in connection.run_on_commit):
-        return
-    transaction.on_commit(enqueue_consumers)
+    from scrm.celery import on_commit_once
+
+    on_commit_once(enqueue_consumers)
 
 
 _broker_down_until = 0.0

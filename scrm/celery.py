@@ -15,6 +15,16 @@ app.autodiscover_tasks()
 logger = logging.getLogger(__name__)
 
 
+def on_commit_once(func) -> None:
+    """Run `func` once the current transaction commits, once however many times the transaction asks (a kick
+    of the workers after a batch of writes)."""
+    from django.db import connection, transaction
+
+    if any(registered is func for _savepoints, registered, _robust in connection.run_on_commit):
+        return
+    transaction.on_commit(func)
+
+
 def send_quietly(task, *args) -> bool:
     """Send `task`; a broker that is down is logged, never raised. For sends after a write has committed, whose
     work a periodic task catches up on (the broker settings make a dead Redis fail here within a second)."""

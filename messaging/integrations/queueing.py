@@ -75,9 +75,9 @@ def kick_sender() -> bool:
 
 def kick_after_commit() -> None:
     """Kick the sender once the current transaction commits (once per transaction)."""
-    if any(func is kick_sender for _ids, func, _robust in connection.run_on_commit):
-        return
-    transaction.on_commit(kick_sender)
+    from scrm.celery import on_commit_once
+
+    on_commit_once(kick_sender)
 
 
 # ----------------------------------------------------------------------------------------- replay and test
