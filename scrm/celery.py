@@ -90,6 +90,17 @@ app.conf.beat_schedule = {
         "schedule": 300.0,
         "options": {"expires": 240},
     },
+    # Journeys: enrollments whose wait ended (and any whose after-commit kick was lost) advance within seconds.
+    "journeys-advance": {"task": "journeys.advance", "schedule": 5.0, "options": {"expires": 4}},
+    # Birthdays, dates in attributes and consumption cycles: each occurrence enrolls once, so running every ten
+    # minutes only makes "at 10:00" mean 10:00-10:10.
+    "journeys-date-triggers": {
+        "task": "journeys.enroll_date_triggered",
+        "schedule": 600.0,
+        "options": {"expires": 540},
+    },
+    # Group plans (weekly SOP, new-group rhythm): the slots that came since the last run, every minute.
+    "journeys-group-plans": {"task": "journeys.run_group_plans", "schedule": 60.0, "options": {"expires": 50}},
     # Every rule in full at night: the backstop behind incremental evaluation.
     "tags-all-rules": {
         "task": "tags.tasks.evaluate_all_rules",

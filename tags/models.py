@@ -55,6 +55,7 @@ class TagSource(models.TextChoices):
     QUESTIONNAIRE = "questionnaire", _("Questionnaire")
     API = "api", _("API")
     EVENT = "event", _("Event")
+    JOURNEY = "journey", _("Journey")
 
 
 class CustomerTag(models.Model):

@@ -23,6 +23,7 @@ class TouchpointStatus(models.TextChoices):
     EXPIRED = "expired", _("Expired")
     UNDELIVERABLE = "undeliverable", _("Undeliverable")
     CANCELLED = "cancelled", _("Cancelled")
+    HELD = "held", _("Held (journey paused)")
 
 
 # Rows dispatch may claim once `due_at` has passed; for SENDING `due_at` is the claim's lease expiry.

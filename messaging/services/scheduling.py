@@ -141,6 +141,45 @@ def cancel_touchpoints(
     return len(cancelled)
 
 
+def hold_touchpoints(*, source_ref: str) -> int:
+    """Hold the queued messages of a source (a paused journey): dispatch leaves them until released. One a worker
+    holds right now is left to finish. Returns how many were held."""
+    rows = Touchpoint.objects.filter(
+        source_ref=source_ref, status__in=[TouchpointStatus.SCHEDULED, TouchpointStatus.DEFERRED]
+    )
+    with transaction.atomic():
+        held = list(rows.select_for_update(skip_locked=True).values_list("id", flat=True))
+        Touchpoint.objects.filter(id__in=held).update(status=TouchpointStatus.HELD, updated_at=timezone.now())
+    return len(held)
+
+
+def release_touchpoints(
+    *, source_ref: str, expire_before: datetime.datetime | None, cancel: bool = False
+) -> tuple[int, int]:
+    """Release held messages: those scheduled before `expire_before` expire instead of going out late, the others
+    are queued again (or, with `cancel`, all are cancelled). Returns (queued, expired or cancelled)."""
+    held = Touchpoint.objects.filter(source_ref=source_ref, status=TouchpointStatus.HELD)
+    now = timezone.now()
+    with transaction.atomic():
+        if cancel:
+            ids = list(held.values_list("id", flat=True))
+            Touchpoint.objects.filter(id__in=ids).update(
+                status=TouchpointStatus.CANCELLED, reason="source stopped", updated_at=now
+            )
+            record_status_events(ids)
+            return 0, len(ids)
+        stale = held.filter(scheduled_for__lt=expire_before) if expire_before else held.none()
+        expired = list(stale.values_list("id", flat=True))
+        Touchpoint.objects.filter(id__in=expired).update(
+            status=TouchpointStatus.EXPIRED, reason="overdue after pause", updated_at=now
+        )
+        record_status_events(expired)
+        queued = held.exclude(id__in=expired).update(status=TouchpointStatus.SCHEDULED, updated_at=now)
+    if queued:
+        kick_dispatch_after_commit()
+    return queued, len(expired)
+
+
 _last_kick = 0.0
 
 

@@ -1,0 +1,16 @@
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class JourneysConfig(AppConfig):
+    name = "journeys"
+    verbose_name = _("Journeys")
+
+    def ready(self) -> None:
+        from customers.domain_events import register_consumer
+        from customers.services.merge import MergeRelation, register_merge_relation
+        from journeys import consumers, steps  # noqa: F401  (registers the step types)
+
+        # Enrollments and refusals stay with the merged record as its history; its active runs end (consumers).
+        register_merge_relation(MergeRelation("journeys.Task"))
+        register_consumer("journeys.triggers", consumers.KINDS, consumers.handle_events)
