@@ -19,5 +19,6 @@ urlpatterns = [
     path("", include("tags.urls")),
     path("", include("segments.urls")),
     path("", include("messaging.urls")),
+    path("", include("journeys.urls")),
     path("", include("customers.urls")),
 ]

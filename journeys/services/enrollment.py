@@ -67,6 +67,7 @@ def enroll(journey: Journey, candidates: Iterable[Candidate], *, now: datetime.d
         first.setdefault(candidate.customer_id, candidate)
     if not first:
         return result
+    journey = Journey.objects.select_related("current_version").get(pk=journey.pk)  # the version published now
     if journey.status != JourneyStatus.ACTIVE or journey.current_version_id is None:
         _refuse(journey, first.values(), RefusalReason.JOURNEY_NOT_ACTIVE, result, now)
         return result

@@ -43,6 +43,7 @@ def publish(
     "unmapped": "refuse" | "finish_on_old"}` (J40, J41). The journey becomes active."""
     now = now or timezone.now()
     definition = definitions.validate(journey.draft)
+    caller = journey
     with transaction.atomic():
         journey = Journey.objects.select_for_update().get(pk=journey.pk)
         if journey.status in (JourneyStatus.STOPPED, JourneyStatus.ARCHIVED):
@@ -59,6 +60,7 @@ def publish(
         if journey.status == JourneyStatus.DRAFT:
             journey.status = JourneyStatus.ACTIVE
         journey.save(update_fields=["current_version", "status", "updated_at"])
+    caller.current_version, caller.status = version, journey.status
     logger.info("journeys.published", extra={"journey": journey.pk, "version": number})
     return version
 

@@ -71,15 +71,21 @@ class Send(StepType):
             moves[enrollment.id] = Move("expired", params.get("next") or None, {"due": enrollment.due.isoformat()})
         fresh = [e for e in fresh if e.id not in moves]
         groups = latest_groups([e.customer_id for e in fresh]) if params.get("to") == "group" else {}
+        built = {}
         for enrollment in fresh:
             if params.get("to") == "group":
                 group_id = groups.get(enrollment.customer_id)
                 if group_id is None:
                     moves[enrollment.id] = Move("no_group", params.get("next") or None)
                     continue
-                touchpoint = schedule(params, ctx, enrollment, group_id=group_id)
+                built[enrollment.id] = build(params, ctx, enrollment, group_id=group_id)
             else:
-                touchpoint = schedule(params, ctx, enrollment)
+                built[enrollment.id] = build(params, ctx, enrollment)
+        queued = dict(zip(built, schedule_touchpoints(list(built.values())), strict=True))
+        for enrollment in fresh:
+            if enrollment.id not in queued:
+                continue
+            touchpoint = queued[enrollment.id]
             detail = {"touchpoint": touchpoint.pk, "new": touchpoint.is_new}
             if params.get("wait_confirmation") and params.get("channel") == "wecom":
                 timeout = ctx.now + datetime.timedelta(hours=params.get("confirmation_timeout_hours") or 48)
@@ -133,20 +139,26 @@ class Send(StepType):
         return text
 
 
-def schedule(params: Mapping[str, Any], ctx: RunContext, enrollment: Running, *, group_id: int | None = None,
-             content: Mapping[str, Any] | None = None) -> Any:  # fmt: skip
-    """Queue the step's message through messaging, with the journey's priority and cap policy."""
-    from messaging.models import CapAction, MessageTemplate, TouchpointKind, TouchpointSource
-    from messaging.services.scheduling import schedule_touchpoint
+def schedule_touchpoints(touchpoints: list[Any]) -> list[Any]:
+    from messaging.services.scheduling import schedule_touchpoints as schedule_many
+
+    return schedule_many(touchpoints)
+
+
+def build(params: Mapping[str, Any], ctx: RunContext, enrollment: Running, *, group_id: int | None = None,
+          content: Mapping[str, Any] | None = None) -> Any:  # fmt: skip
+    """The step's message for one enrollment (unsaved), with the journey's priority and cap policy."""
+    from messaging.models import CapAction, TouchpointKind, TouchpointSource
+    from messaging.services.scheduling import build_touchpoint
 
     journey = ctx.journey
-    template = MessageTemplate.objects.filter(pk=params["template"]).first() if params.get("template") else None
+    template = _template(params.get("template"))
     kind = params.get("kind") or TouchpointKind.MARKETING
     expires_at = None
     if journey.cap_action == CapAction.DEFER_EXPIRE:
         expires_at = ctx.now + datetime.timedelta(hours=journey.cap_expiry_hours or 48)
     recipient = f"g{group_id}" if group_id else f"c{enrollment.customer_id}"
-    return schedule_touchpoint(
+    return build_touchpoint(
         channel=params["channel"],
         idempotency_key=message_key(ctx, ctx.step_id, enrollment, recipient),
         customer=None if group_id else enrollment.customer_id,
@@ -163,6 +175,12 @@ def schedule(params: Mapping[str, Any], ctx: RunContext, enrollment: Running, *,
         expires_at=expires_at,
         sender_staff=_staff(enrollment.owner_id),
     )
+
+
+def _template(template_id: int | None) -> Any:
+    from messaging.models import MessageTemplate
+
+    return MessageTemplate.objects.filter(pk=template_id).first() if template_id else None
 
 
 def _staff(staff_id: int | None) -> Any:
@@ -297,17 +315,18 @@ class InviteToGroup(StepType):
         if join_url:
             content = {"format": "link", "text": params["text"],
                        "card": {"title": group.name, "url": join_url, "description": params["text"][:120]}}  # fmt: skip
-        moves = {}
+        moves, built = {}, {}
         for enrollment in batch:
             if enrollment.customer_id in members:
                 moves[enrollment.id] = Move("already_member", params.get("next") or None, {"group": group.pk})
             elif is_too_late(ctx, enrollment):
                 moves[enrollment.id] = Move("expired", params.get("next") or None, {"group": group.pk})
             else:
-                touchpoint = schedule({**params, "channel": params.get("channel") or "wecom"}, ctx, enrollment,
-                                      content=content)  # fmt: skip
-                detail = {"group": group.pk, "touchpoint": touchpoint.pk}
-                moves[enrollment.id] = Move("invited", params.get("next") or None, detail, touchpoint.pk)
+                message = {**params, "channel": params.get("channel") or "wecom"}
+                built[enrollment.id] = build(message, ctx, enrollment, content=content)
+        for enrollment_id, touchpoint in zip(built, schedule_touchpoints(list(built.values())), strict=True):
+            detail = {"group": group.pk, "touchpoint": touchpoint.pk}
+            moves[enrollment_id] = Move("invited", params.get("next") or None, detail, touchpoint.pk)
         return moves
 
     def describe(self, params: Mapping[str, Any]) -> str:

@@ -1,0 +1,73 @@
+"""Reps' tasks: completing one records a `task_completed` behaviour event for the customer (with its
+`event.recorded` domain event, in the same transaction), so a journey goal or a wait-for-event step reacts;
+cancelling one records nothing."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from journeys.models import Task, TaskStatus
+
+logger = logging.getLogger(__name__)
+
+TASK_COMPLETED = "task_completed"
+EVENT_SOURCE = "journeys"
+
+
+class _Workspace:
+    """The acting user of events the journeys record themselves: the caller has already checked that the person
+    may see the task, and its customer may be another rep's by now (the customer moved, the task stayed)."""
+
+    pk = None
+    is_authenticated = True
+    is_superuser = True
+    is_sales_rep = False
+
+
+def complete_task(task: Task, *, by: Any, outcome: str = "") -> Task:
+    """Mark the task done by `by` with an optional outcome and record the customer's `task_completed` event.
+    Idempotent: a task no longer open is returned unchanged (the task's row is locked while deciding)."""
+    from customers.services.ingest import bulk_record_events
+
+    with transaction.atomic(durable=True):
+        locked = Task.objects.select_for_update().get(pk=task.pk)
+        if locked.status != TaskStatus.OPEN:
+            return locked
+        now = timezone.now()
+        locked.status = TaskStatus.DONE
+        locked.completed_at = now
+        locked.completed_by = by if getattr(by, "pk", None) else None
+        locked.outcome = outcome.strip()[:200]
+        locked.save(update_fields=["status", "completed_at", "completed_by", "outcome"])
+        row = {
+            "customer": {"id": locked.customer_id},
+            "type": TASK_COMPLETED,
+            "occurred_at": now.isoformat(),
+            "properties": {"task_id": locked.pk, "journey_id": locked.journey_id, "title": locked.title},
+            "source": EVENT_SOURCE,
+            "external_id": f"task:{locked.pk}",  # the event's dedupe key: recorded once per task
+        }
+        result = bulk_record_events([row], user=_Workspace())
+        if result.errors:  # the customer is gone (merged away and deleted): the task is done all the same
+            logger.warning("journeys.task_event_not_recorded", extra={"task": locked.pk})
+    logger.info("journeys.task_completed", extra={"task": locked.pk, "journey": locked.journey_id})
+    return locked
+
+
+def cancel_task(task: Task, *, by: Any) -> Task:
+    """Cancel an open task (nothing is recorded for the customer). Idempotent: a task no longer open is returned
+    unchanged."""
+    with transaction.atomic(durable=True):
+        locked = Task.objects.select_for_update().get(pk=task.pk)
+        if locked.status != TaskStatus.OPEN:
+            return locked
+        locked.status = TaskStatus.CANCELLED
+        locked.completed_at = timezone.now()
+        locked.completed_by = by if getattr(by, "pk", None) else None
+        locked.save(update_fields=["status", "completed_at", "completed_by"])
+    logger.info("journeys.task_cancelled", extra={"task": locked.pk})
+    return locked
