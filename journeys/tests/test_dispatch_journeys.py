@@ -141,8 +141,9 @@ def test_J30_a_deferred_journey_message_still_capped_after_48_hours_becomes_unde
         dispatch_due()
         for day in (1, 2):
             clock.move_to(MONDAY_10AM + datetime.timedelta(days=day))
+            due = MONDAY_10AM + datetime.timedelta(days=day, minutes=-1)
             schedule_touchpoint(channel="sms", customer=customer, idempotency_key=f"hog{day}", priority=9,
-                                content={"text": "先"}, due_at=MONDAY_10AM + datetime.timedelta(days=day, minutes=-1))  # fmt: skip
+                                content={"text": "先"}, due_at=due)  # fmt: skip
             dispatch_due()
 
     assert Touchpoint.objects.get(content__text="二").status == S.UNDELIVERABLE

@@ -338,7 +338,8 @@ def test_J22_a_condition_branch_uses_the_data_current_when_she_reaches_it(tick):
     rule = {"predicate": "attribute", "field": "city", "op": "eq", "value": "上海"}
     journey = published([
         wait("w", days=1, next="b"),
-        {"id": "b", "type": "branch", "branches": [{"label": "上海", "rule": rule, "next": "sh"}], "else_next": "other"},
+        {"id": "b", "type": "branch", "branches": [{"label": "上海", "rule": rule, "next": "sh"}],
+         "else_next": "other"},
         send("sh", "上海门店"), send("other", "线上商城"),
     ])  # fmt: skip
     customer = CustomerFactory(city="北京")

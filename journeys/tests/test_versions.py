@@ -113,5 +113,6 @@ def test_J42_a_paused_journey_sends_nothing_and_on_resume_overdue_messages_expir
 
     journey.refresh_from_db()
     assert journey.status == JourneyStatus.ACTIVE
-    assert list(Touchpoint.objects.values_list("status", "reason")) == [(TouchpointStatus.EXPIRED, "overdue after pause")]
+    expired = [(TouchpointStatus.EXPIRED, "overdue after pause")]
+    assert list(Touchpoint.objects.values_list("status", "reason")) == expired
     assert StepRun.objects.get(step="s").outcome == "expired"
