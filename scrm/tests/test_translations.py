@@ -9,7 +9,7 @@ import polib
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ["accounts", "customers", "tags", "segments", "messaging", "scrm", "templates", "manage.py"]
+SOURCES = ["accounts", "customers", "tags", "segments", "messaging", "journeys", "scrm", "templates", "manage.py"]
 LOCALES = ["zh_Hans", "en"]
 
 
