@@ -14,3 +14,14 @@ class JourneysConfig(AppConfig):
         # Enrollments and refusals stay with the merged record as its history; its active runs end (consumers).
         register_merge_relation(MergeRelation("journeys.Task"))
         register_consumer("journeys.triggers", consumers.KINDS, consumers.handle_events)
+        self.register_customer_page_extensions()
+
+    def register_customer_page_extensions(self) -> None:
+        """The journeys panel on a customer's page: her journeys past and present, refusals with their reasons
+        (J7) and her open tasks."""
+        from customers import extensions
+        from journeys.views import customer_pages as views
+
+        extensions.register_detail_panel(
+            extensions.DetailPanel("journeys", "journeys/_customer_panel.html", views.journeys_panel)
+        )

@@ -153,6 +153,10 @@ def _check_group_plan(trigger: Mapping[str, Any], kind: str, checker: Checker) -
         checker.clock(item, "at", path)
         if not str(item.get("text") or "").strip() and not item.get("template"):
             checker.error(f"{path}.text", _("Write the message or choose a template."))
+        elif item.get("text"):
+            from journeys.steps.actions import check_text
+
+            check_text(item["text"], item.get("channel") or "wecom", f"{path}.text", checker)
 
 
 def _check_policies(definition: dict[str, Any], checker: Checker) -> None:

@@ -12,6 +12,7 @@ urlpatterns = [
     path("api/v1/", include("segments.api.urls")),
     path("api/v1/", include("customers.api.urls")),
     path("api/v1/", include("messaging.api.urls")),
+    path("api/v1/", include("journeys.api.urls")),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),

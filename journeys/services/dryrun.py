@@ -72,7 +72,9 @@ class DryRun:
 Conditions = tuple[tuple[bool, str], ...]
 
 
-def dry_run(journey: Journey, *, sample_size: int = DEFAULT_SAMPLE_SIZE, now: datetime.datetime | None = None) -> DryRun:
+def dry_run(
+    journey: Journey, *, sample_size: int = DEFAULT_SAMPLE_SIZE, now: datetime.datetime | None = None
+) -> DryRun:
     """Who would enter the journey's draft now, how many would reach each step, and a sample's paths with times.
     Reads only: nothing is written, queued or sent. Raises DefinitionError when the draft does not validate."""
     from customers.conditions import Context
@@ -101,7 +103,6 @@ def entering_customers(journey: Journey, definition: Mapping[str, Any], *, now: 
     """The customers the (validated) definition would enroll now, as one queryset: the trigger's population,
     the entry filter, opt-outs and the re-entry policy. Evaluating it is one query."""
     from customers.conditions import Context, matching_customers
-    from customers.models import Customer
 
     base = _population(definition["trigger"], now)
     if rule := definition.get("entry_filter"):
@@ -110,7 +111,7 @@ def entering_customers(journey: Journey, definition: Mapping[str, Any], *, now: 
         base = base.exclude(_opted_out_of_all_q(channels))
     if journey.pk is not None:
         base = base.exclude(_reentry_refused_q(journey, definition.get("reentry") or {}, now))
-    return base if base is not None else Customer.objects.none()
+    return base
 
 
 def _population(trigger: Mapping[str, Any], now: datetime.datetime) -> QuerySet:
@@ -363,7 +364,7 @@ def _delivery_notes(
     from messaging.services.policy import quiet_hours_end
 
     channel = params.get("channel") or MessageChannel.WECOM
-    if channel in facts.opted_out(customer_id):
+    if params.get("to") != "group" and channel in facts.opted_out(customer_id):
         label = dict(MessageChannel.choices).get(channel, channel)
         return [_("opted out of %(channel)s: not sent") % {"channel": label}]
     policy = facts.policy

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -227,5 +228,5 @@ def _refuse(
 def enroll_manually(journey: Journey, customer_ids: Iterable[int], *, by: Any = None) -> EnrollResult:
     """An operator (or the API) puts customers into a journey: the same checks as a trigger."""
     now = timezone.now()
-    key = f"manual:{int(now.timestamp() * 1000)}"
+    key = f"manual:{uuid.uuid4().hex}"  # one enrollment attempt per call
     return enroll(journey, [Candidate(c, "manual", key, now, {}) for c in customer_ids], now=now)

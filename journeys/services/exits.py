@@ -6,6 +6,7 @@ import datetime
 from collections.abc import Iterable
 from decimal import Decimal
 
+from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -32,19 +33,20 @@ def exit_enrollments(
 ) -> int:
     """End the active ones among `enrollments` with `reason` and cancel their queued messages."""
     at = at or timezone.now()
-    ended = list(
-        enrollments.filter(state=EnrollmentState.ACTIVE)
-        .select_for_update(skip_locked=False)
-        .values_list("id", "journey_id", "customer_id")
-    )
-    if not ended:
-        return 0
-    Enrollment.objects.filter(pk__in=[row[0] for row in ended], state=EnrollmentState.ACTIVE).update(
-        state=EnrollmentState.EXITED if reason != ExitReason.END else EnrollmentState.COMPLETED,
-        exit_reason=reason, ended_at=at, next_run_at=None, wait={},
-    )  # fmt: skip
-    if cancel_messages:
-        cancel_queued_messages([(journey, customer) for _id, journey, customer in ended])
+    with transaction.atomic():
+        ended = list(
+            enrollments.filter(state=EnrollmentState.ACTIVE)
+            .select_for_update()
+            .values_list("id", "journey_id", "customer_id")
+        )
+        if not ended:
+            return 0
+        Enrollment.objects.filter(pk__in=[row[0] for row in ended], state=EnrollmentState.ACTIVE).update(
+            state=EnrollmentState.EXITED if reason != ExitReason.END else EnrollmentState.COMPLETED,
+            exit_reason=reason, ended_at=at, next_run_at=None, wait={},
+        )  # fmt: skip
+        if cancel_messages:
+            cancel_queued_messages([(journey, customer) for _id, journey, customer in ended])
     return len(ended)
 
 

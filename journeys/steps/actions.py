@@ -21,6 +21,14 @@ CONFIRMED = ("confirmed", "sent", "delivered", "read", "clicked")
 NOT_SENT = ("failed", "suppressed", "capped", "expired", "undeliverable", "cancelled")
 
 
+def check_text(text: str, channel: str, path: str, checker: Checker) -> None:
+    """A message written in the step renders on its channel: only whitelisted variables, tags and filters."""
+    from messaging.templating.sandbox import validate_template
+
+    for problem in validate_template({"text": text, "format": "text"}, channel=channel):
+        checker.error(path, problem)
+
+
 def message_key(ctx: RunContext, step_id: str, enrollment: Running, recipient: str) -> str:
     """The touchpoint's idempotency key: the journey, the step, the recipient and when the run was due. A retried
     run has the same key (J26); two concurrent enrollments due for the same message share it (J6)."""
@@ -54,6 +62,8 @@ class Send(StepType):
                 checker.error(f"{path}.template", _("This message template does not exist."))
         elif not str(params.get("text") or "").strip():
             checker.error(f"{path}.template", _("Choose a message template or write the text."))
+        else:
+            check_text(params["text"], params.get("channel") or "", f"{path}.text", checker)
         if params.get("to", "customer") not in RECIPIENTS:
             checker.error(f"{path}.to", _("Send to the customer or to her group."))
         if params.get("kind", "marketing") not in TouchpointKind.values:
@@ -300,6 +310,8 @@ class InviteToGroup(StepType):
             checker.error(f"{path}.channel", _("Choose a channel."))
         if not str(params.get("text") or "").strip():
             checker.error(f"{path}.text", _("Write the invitation."))
+        else:
+            check_text(params["text"], params.get("channel") or "wecom", f"{path}.text", checker)
 
     def run(self, params: Mapping[str, Any], batch: list[Running], ctx: RunContext) -> dict[int, Move]:
         from customers.models import CommunityGroup, GroupMembership

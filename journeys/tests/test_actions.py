@@ -157,3 +157,13 @@ def test_a_merged_customers_active_runs_end(tick):
 
     enrollment = Enrollment.objects.get()
     assert (enrollment.customer_id, enrollment.exit_reason) == (merged.pk, ExitReason.MERGED)
+
+
+def test_a_message_with_a_variable_messages_cannot_read_is_refused_before_publishing():
+    from journeys.definition import validate
+    from journeys.steps import DefinitionError
+
+    with pytest.raises(DefinitionError) as refused:
+        validate({"steps": [send("s", "您好 {{ customer.password }}")]})
+
+    assert [path for path, _message in refused.value.issues] == ["steps[0].text"]

@@ -197,6 +197,8 @@ class Touchpoint(models.Model):
             ),
             models.Index(fields=["lease_token"], name="touchpoint_inflight", condition=models.Q(status="sending")),
             models.Index(fields=["customer", "-created_at"], name="touchpoint_customer"),
+            # One source's messages by status: a journey's report, and holding/releasing a paused journey's queue.
+            models.Index(fields=["source_ref", "status"], name="touchpoint_source_status"),
             # Statuses an operator or rep looks for (dead letters, suppressions, sends awaiting confirmation).
             models.Index(
                 fields=["status", "-id"],

@@ -209,7 +209,7 @@ def _context_data(item: RenderItem, bundle: _Bundle, batch: _Batch) -> Mapping[s
             "content": event["content_ref"],
             "properties": event["properties"] or {},
         }
-    for name in ("coupon_code", "link"):
+    for name in ("coupon_code", "link", "product_name", "journey"):
         if isinstance(context.get(name), str | int):
             data[name] = context[name]
     result: Mapping[str, Any] = data

@@ -82,6 +82,8 @@ SCHEMA: dict[str, Any] = {
     "event": {"type": LEAF, "label": LEAF, "occurred_at": LEAF, "content": LEAF, "properties": ANY},
     "coupon_code": LEAF,
     "link": LEAF,
+    "product_name": LEAF,
+    "journey": LEAF,
 }  # fmt: skip
 _FORLOOP = {"counter": LEAF, "counter0": LEAF, "revcounter": LEAF, "revcounter0": LEAF, "first": LEAF,
             "last": LEAF, "parentloop": ANY}  # fmt: skip
@@ -400,4 +402,6 @@ def variable_help() -> list[tuple[str, str]]:
         ("event.properties.<key>", _("A property of the event")),
         ("coupon_code", _("The coupon code given to the message")),
         ("link", _("The link given to the message")),
+        ("product_name", _("The product a journey's repurchase reminder is about")),
+        ("journey", _("The name of the journey that sends the message")),
     ]
