@@ -5,6 +5,20 @@ from django.db.models import Q
 from accounts.models import Role
 
 
+class _Workspace:
+    """The workspace acting on its own (a journey recording a customer's event, demo data): sees every customer.
+    Only code passes it, after checking whoever asked may act on what it touches."""
+
+    pk = None
+    is_authenticated = True
+    is_superuser = True
+    is_sales_rep = False
+    role = Role.ADMIN
+
+
+WORKSPACE = _Workspace()
+
+
 def sees_all_customers(user) -> bool:
     return bool(user and user.is_authenticated) and (user.is_superuser or user.role != Role.SALES)
 

@@ -15,6 +15,10 @@ class JourneysConfig(AppConfig):
         register_merge_relation(MergeRelation("journeys.Task"))
         register_consumer("journeys.triggers", consumers.KINDS, consumers.handle_events)
         self.register_customer_page_extensions()
+        from customers.demo import register_demo_step
+        from journeys.demo import seed_journeys_demo
+
+        register_demo_step("journeys", seed_journeys_demo)
 
     def register_customer_page_extensions(self) -> None:
         """The journeys panel on a customer's page: her journeys past and present, refusals with their reasons

@@ -10,22 +10,13 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from customers.visibility import WORKSPACE
 from journeys.models import Task, TaskStatus
 
 logger = logging.getLogger(__name__)
 
 TASK_COMPLETED = "task_completed"
 EVENT_SOURCE = "journeys"
-
-
-class _Workspace:
-    """The acting user of events the journeys record themselves: the caller has already checked that the person
-    may see the task, and its customer may be another rep's by now (the customer moved, the task stayed)."""
-
-    pk = None
-    is_authenticated = True
-    is_superuser = True
-    is_sales_rep = False
 
 
 def complete_task(task: Task, *, by: Any, outcome: str = "") -> Task:
@@ -51,7 +42,7 @@ def complete_task(task: Task, *, by: Any, outcome: str = "") -> Task:
             "source": EVENT_SOURCE,
             "external_id": f"task:{locked.pk}",  # the event's dedupe key: recorded once per task
         }
-        result = bulk_record_events([row], user=_Workspace())
+        result = bulk_record_events([row], user=WORKSPACE)
         if result.errors:  # the customer is gone (merged away and deleted): the task is done all the same
             logger.warning("journeys.task_event_not_recorded", extra={"task": locked.pk})
     logger.info("journeys.task_completed", extra={"task": locked.pk, "journey": locked.journey_id})
