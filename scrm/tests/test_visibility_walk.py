@@ -25,6 +25,10 @@ from customers.tests.factories import (
     UserFactory,
     sales_rep,
 )
+from journeys.models import Task
+from journeys.services.enrollment import Candidate, enroll
+from journeys.services.runtime import advance_due
+from journeys.tests.factories import published
 from messaging.models import Delivery, MessageTemplate, Subscription
 from messaging.services.dispatch import dispatch_touchpoints
 from messaging.services.scheduling import schedule_touchpoint
@@ -92,16 +96,25 @@ def world(db):
     delivery = Delivery.objects.create(subscription=subscription, event_key="de:1", kind="tag.added",
                                        payload={"customer": {"name": SECRET_NAME, "phone": SECRET_PHONE}})  # fmt: skip
     template = MessageTemplate.objects.create(name="欢迎", channel="sms", body="您好 {{ customer.name }}")
+    journey = published([{"id": "s", "type": "send", "channel": "sms", "text": "{{ customer.name }} 您好", "next": "t"},
+                         {"id": "t", "type": "task", "title": "回访"}], name="欢迎 SOP")  # fmt: skip
+    enroll(journey, [Candidate(theirs.pk, "manual", "walk", now)], now=now)
+    advance_due()
+    task = Task.objects.get(customer=theirs)
     return {"me": me, "mine": mine, "theirs": theirs, "order": order, "event": event, "group": group,
             "shared_group": shared_group, "merge": merge, "token": UserFactory, "tag": tag,
             "questionnaire": question.questionnaire, "segment": segment, "touchpoint": touchpoint,
             "subscription": subscription, "delivery": delivery, "template": template,
-            "channel": SimpleNamespace(pk="sms")}  # fmt: skip
+            "channel": SimpleNamespace(pk="sms"), "journey": journey, "task": task}  # fmt: skip
 
 
 # Which object of the other rep to put into a URL's parameters, by the URL's first segments (the more specific
 # prefix first: the first match wins).
 OBJECT_FOR_PREFIX = [
+    ("api/v1/journeys", "journey"),
+    ("api/v1/tasks", "task"),
+    ("journeys/", "journey"),
+    ("tasks/", "task"),
     ("api/v1/touchpoints", "touchpoint"),
     ("api/v1/subscriptions", "subscription"),
     ("api/v1/deliveries", "delivery"),
@@ -127,7 +140,10 @@ OBJECT_FOR_PREFIX = [
 ]
 # Objects every rep may open (tags, questionnaires, segments): their pages answer, but show nothing of other reps'
 # customers.
-SHARED_OBJECTS = ("tag", "questionnaire", "segment", "template", "channel")
+SHARED_OBJECTS = ("tag", "questionnaire", "segment", "template", "channel", "journey")
+# Parameters that name a customer whatever the route's object (a journey's trace of one customer): the other rep's
+# customer goes there, and the URL must then be out of reach.
+CUSTOMER_PARAMS = ("customer_pk",)
 REFERENCE_DATA = ("api/v1/staff", "api/v1/channels", "api/v1/products", "api/v1/tag-groups", "accounts/")
 
 
@@ -142,6 +158,11 @@ def fill(route: str, world) -> tuple[str, str | None] | None:
     name = next((name for prefix, name in OBJECT_FOR_PREFIX if route.startswith(prefix)), None)
     assert name is not None, f"teach the visibility walk about {route!r}"
     target = world[name]
+    for param in CUSTOMER_PARAMS:
+        pattern = rf"\(\?P<{param}>[^)]*\)|(?<!P)<(?:\w+:)?{param}>"
+        if re.search(pattern, route):
+            route = re.sub(pattern, str(world["theirs"].pk), route)
+            name = "theirs"
     url = re.sub(r"\(\?P<\w+>[^)]*\)", str(target.pk), route)
     url = re.sub(r"<(?:\w+:)?\w+>", str(target.pk), url)
     return url.replace("\\.", ".").replace("/?", "/"), name
@@ -188,6 +209,8 @@ def test_every_url_hides_other_reps_customers(world):
     assert any(u.startswith(f"/api/v1/segments/{world['segment'].pk}/") for u in walked)
     assert any(u.startswith("/api/v1/layers/") for u in walked)
     assert any(u.startswith(f"/messaging/outbox/{world['touchpoint'].pk}/") for u in walked)
+    assert any(u.startswith(f"/journeys/{world['journey'].pk}/trace/{world['theirs'].pk}/") for u in walked)
+    assert any(u.startswith(f"/api/v1/tasks/{world['task'].pk}/") for u in walked)
     assert len(walked) >= 10
 
 
