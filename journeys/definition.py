@@ -23,6 +23,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from journeys.steps import REGISTRY, Checker, DefinitionError
+from journeys.steps.waits import check_window
 
 EVENT_TRIGGERS = {
     "customer_added": gettext_lazy("Customer created or added on WeCom"),
@@ -209,6 +210,7 @@ def _check_steps(definition: dict[str, Any], checker: Checker) -> None:
             checker.error(f"{path}.type", _("Unknown step type %(type)s.") % {"type": step.get("type")})
             continue
         REGISTRY[step["type"]].check(step, path, checker)
+        check_window(step, path, checker)  # any step may carry a send window
     start = definition.get("start") or (steps[0].get("id") if isinstance(steps[0], Mapping) else "")
     definition["start"] = start
     if start not in ids:

@@ -12,6 +12,8 @@ SECTIONS = [
     (_("Tags"), "tags:list", "all"),
     (_("Segments"), "segments:list", "all"),
     (_("Layers"), "segments:layers", "all"),  # 分层: RFM, AIPL, lifecycle, ladder
+    (_("Journeys"), "journeys:list", "managers"),  # SOP 旅程: the builder and reports are for operators
+    (_("Tasks"), "journeys:tasks", "all"),
     (_("Outbox"), "messaging-outbox", "all"),
     (_("Message templates"), "messaging-template-list", "all"),
     (_("WeCom to-do"), "wecom-todo", "all"),

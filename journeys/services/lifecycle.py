@@ -77,15 +77,16 @@ def waiting_steps(journey: Journey) -> dict[str, int]:
 
 
 def migrate(journey: Journey, version: JourneyVersion, migration: Mapping[str, Any], *, now: datetime.datetime) -> int:
-    """Move in-flight enrollments to `version`, mapping their steps. Time already waited counts (the wait is
-    measured from when she arrived) unless `restart_waits`. A step with customers that maps nowhere is refused,
-    unless `unmapped` is "finish_on_old": they finish on their version (J41)."""
+    """Move in-flight enrollments to `version`, mapping their steps (a step mapped to None keeps its customers on
+    their version). Time already waited counts (the wait is measured from when she arrived) unless
+    `restart_waits`. A step with customers that maps nowhere is refused, unless `unmapped` is "finish_on_old":
+    they finish on their version (J41)."""
     from messaging.services.policy import zone
 
     mapping = dict(migration.get("map") or {})
     new_steps = definitions.by_id(version.definition)
     for old, new in mapping.items():
-        if new not in new_steps:
+        if new is not None and new not in new_steps:
             raise DefinitionError(
                 [(f"migration.map.{old}", _("Step %(step)s is not in the new version.") % {"step": new})]
             )

@@ -52,7 +52,6 @@ class Wait(StepType):
             checker.clock(params, "at", path)
         elif not params.get("window"):
             checker.error(f"{path}.window", _("This setting is required."))
-        check_window(params, path, checker)
 
     def arrive(
         self, params: Mapping[str, Any], at: datetime.datetime, tz: ZoneInfo
@@ -99,9 +98,10 @@ def check_window(params: Mapping[str, Any], path: str, checker: Checker) -> None
     weekdays = window.get("weekdays", list(range(7)))
     if not isinstance(weekdays, list) or not weekdays or any(d not in range(7) for d in weekdays):
         checker.error(f"{path}.window.weekdays", _("Expected weekdays as numbers 0 (Monday) to 6 (Sunday)."))
+    before = len(checker.issues)
     checker.clock(window, "start", f"{path}.window")
     checker.clock(window, "end", f"{path}.window")
-    if not checker.issues and timing.parse_clock(window["start"]) >= timing.parse_clock(window["end"]):
+    if len(checker.issues) == before and timing.parse_clock(window["start"]) >= timing.parse_clock(window["end"]):
         checker.error(f"{path}.window.end", _("The window must end after it starts."))
 
 

@@ -167,3 +167,15 @@ def test_a_message_with_a_variable_messages_cannot_read_is_refused_before_publis
         validate({"steps": [send("s", "您好 {{ customer.password }}")]})
 
     assert [path for path, _message in refused.value.issues] == ["steps[0].text"]
+
+
+def test_a_send_window_ending_before_it_starts_is_reported_whatever_else_is_wrong():
+    from journeys.definition import validate
+    from journeys.steps import DefinitionError
+
+    bad_channel = {**send("a", next="b"), "channel": "pigeon"}
+    window = {"weekdays": [0], "start": "17:00", "end": "09:00"}
+    with pytest.raises(DefinitionError) as refused:
+        validate({"steps": [bad_channel, send("b", window=window)]})
+
+    assert [path for path, _message in refused.value.issues] == ["steps[0].channel", "steps[1].window.end"]

@@ -116,3 +116,14 @@ def test_J42_a_paused_journey_sends_nothing_and_on_resume_overdue_messages_expir
     expired = [(TouchpointStatus.EXPIRED, "overdue after pause")]
     assert list(Touchpoint.objects.values_list("status", "reason")) == expired
     assert StepRun.objects.get(step="s").outcome == "expired"
+
+
+def test_a_step_mapped_to_none_keeps_its_customers_on_their_version():
+    customer = CustomerFactory()
+    with time_machine.travel(MONDAY_10AM, tick=False):
+        journey = published(V1)
+        enter(journey, customer, MONDAY_10AM)
+        edit(journey, [wait("w", days=5, next="s"), send("s", "v2")])
+        lifecycle.publish(journey, migration={"map": {"w": None}})
+
+    assert Enrollment.objects.get(customer=customer).version.number == 1
