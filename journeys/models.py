@@ -249,6 +249,7 @@ class Task(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     outcome = models.CharField(_("outcome"), max_length=200, blank=True)
+    due_announced_at = models.DateTimeField(null=True, blank=True, help_text="When task.due was recorded.")
 
     class Meta:
         verbose_name = _("task")

@@ -25,6 +25,13 @@ def enroll_date_triggered() -> int:
     return sum(scheduled.enroll_date_triggered().values())
 
 
+@shared_task(name="journeys.announce_due_tasks", acks_late=True, ignore_result=True)
+def announce_due_tasks() -> int:
+    from journeys.services.tasks import announce_due_tasks as announce
+
+    return announce()
+
+
 @shared_task(name="journeys.run_group_plans", acks_late=True, ignore_result=True)
 def run_group_plans() -> int:
     return scheduled.run_group_plans()

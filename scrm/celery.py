@@ -99,6 +99,8 @@ app.conf.beat_schedule = {
         "schedule": 600.0,
         "options": {"expires": 540},
     },
+    # Reps' tasks whose due time came: a task.due event for integrations, within a minute.
+    "journeys-due-tasks": {"task": "journeys.announce_due_tasks", "schedule": 60.0, "options": {"expires": 50}},
     # Group plans (weekly SOP, new-group rhythm): the slots that came since the last run, every minute.
     "journeys-group-plans": {"task": "journeys.run_group_plans", "schedule": 60.0, "options": {"expires": 50}},
     # Every rule in full at night: the backstop behind incremental evaluation.

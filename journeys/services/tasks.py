@@ -4,18 +4,21 @@ cancelling one records nothing."""
 
 from __future__ import annotations
 
+import datetime
 import logging
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
+from customers import domain_events
 from customers.visibility import WORKSPACE
 from journeys.models import Task, TaskStatus
 
 logger = logging.getLogger(__name__)
 
 TASK_COMPLETED = "task_completed"
+TASK_DONE = "task.done"
 EVENT_SOURCE = "journeys"
 
 
@@ -45,8 +48,40 @@ def complete_task(task: Task, *, by: Any, outcome: str = "") -> Task:
         result = bulk_record_events([row], user=WORKSPACE)
         if result.errors:  # the customer is gone (merged away and deleted): the task is done all the same
             logger.warning("journeys.task_event_not_recorded", extra={"task": locked.pk})
+        domain_events.record(TASK_DONE, [locked.customer_id], [_payload(locked)])
     logger.info("journeys.task_completed", extra={"task": locked.pk, "journey": locked.journey_id})
     return locked
+
+
+def _payload(task: Task) -> dict[str, Any]:
+    return {"task_id": task.pk, "title": task.title, "journey_id": task.journey_id, "assignee_id": task.assignee_id,
+            "due_at": task.due_at.isoformat(), "outcome": task.outcome}  # fmt: skip
+
+
+_TASK_PAYLOAD = (
+    "jsonb_build_object('task_id', id, 'title', title, 'journey_id', journey_id, 'assignee_id', assignee_id, "
+    "'due_at', due_at)"
+)
+_ANNOUNCE_DUE = f"""
+WITH due AS (
+    UPDATE journeys_task SET due_announced_at = %(now)s
+    WHERE status = 'open' AND due_at <= %(now)s AND due_announced_at IS NULL
+    RETURNING id, customer_id, title, journey_id, assignee_id, due_at
+),
+{domain_events.outbox_sql("due", "'task.due'", _TASK_PAYLOAD)}
+SELECT count(*) FROM due
+"""  # noqa: S608  (the outbox's SQL from constants)
+
+
+def announce_due_tasks(*, now: datetime.datetime | None = None) -> int:
+    """Record a `task.due` domain event (integrations subscribe to it) once for every open task whose due time has
+    come; one statement."""
+    with connection.cursor() as cursor:
+        cursor.execute(_ANNOUNCE_DUE, {"now": now or timezone.now()})
+        announced = cursor.fetchone()[0]
+    if announced:
+        domain_events.kick_after_commit()
+    return announced
 
 
 def cancel_task(task: Task, *, by: Any) -> Task:

@@ -6,6 +6,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
+from django.utils import timezone
 
 from accounts.models import Role
 from customers import domain_events
@@ -253,3 +254,23 @@ def test_a_sales_rep_login_without_a_staff_record_sees_no_tasks(client):
     page = client_for(client, loner).get("/tasks/")
 
     assert page.context["tasks"] == []
+
+
+def test_a_task_records_task_due_once_when_its_time_comes_and_task_done_when_completed():
+    from customers.models import DomainEvent
+    from journeys.models import Task
+    from journeys.services.tasks import announce_due_tasks, complete_task
+
+    customer = CustomerFactory()
+    due = timezone.now() + datetime.timedelta(hours=1)
+    task = Task.objects.create(customer=customer, title="回访", due_at=due, idempotency_key="t-due")
+
+    assert announce_due_tasks(now=due - datetime.timedelta(minutes=1)) == 0
+    assert announce_due_tasks(now=due) == 1
+    assert announce_due_tasks(now=due + datetime.timedelta(minutes=5)) == 0
+    complete_task(task, by=None, outcome="已回访")
+
+    events = list(DomainEvent.objects.filter(kind__startswith="task.").order_by("id").values_list("kind", "payload"))
+    assert [kind for kind, _payload in events] == ["task.due", "task.done"]
+    assert events[1][1]["outcome"] == "已回访"
+    assert events[0][1]["task_id"] == task.pk
