@@ -8,13 +8,14 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from messaging.models import CapAction
 
 
 class JourneyStatus(models.TextChoices):
     DRAFT = "draft", _("Draft")
-    ACTIVE = "active", _("Active")
+    ACTIVE = "active", pgettext_lazy("journey status", "Active")
     PAUSED = "paused", _("Paused")
     STOPPED = "stopped", _("Stopped")
     ARCHIVED = "archived", _("Archived")

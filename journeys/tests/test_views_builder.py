@@ -13,7 +13,7 @@ from customers.tests.factories import CommunityGroupFactory, CustomerFactory, Pr
 from journeys.models import Enrollment, EnrollmentState, Journey, JourneyStatus, JourneyVersion
 from journeys.services.enrollment import Candidate, enroll
 from journeys.tests.factories import published, send, wait
-from journeys.views import builder
+from journeys.views import builder_graph
 from tags.tests.factories import TagFactory
 
 pytestmark = pytest.mark.django_db
@@ -166,7 +166,7 @@ def test_layout_centres_each_layer_and_puts_steps_no_path_reaches_to_the_right()
     draft = {"start": "s1", "steps": [split, send("a", next="c"), send("b", next="c"), send("c"),
                                       send("lost", next="also_lost"), send("also_lost")]}  # fmt: skip
 
-    assert builder.layout(draft) == {
+    assert builder_graph.layout(draft) == {
         "s1": (0, 1), "a": (-0.5, 2), "b": (0.5, 2), "c": (0, 3), "lost": (1.5, 1), "also_lost": (1.5, 2),
     }  # fmt: skip
 

@@ -3,7 +3,7 @@ lifecycle buttons (included by journeys/urls.py, namespace "journeys")."""
 
 from django.urls import path
 
-from journeys.views import builder, journey_list
+from journeys.views import builder, builder_steps, journey_list
 
 urlpatterns = [
     path("journeys/", journey_list.journey_list, name="list"),
@@ -15,10 +15,10 @@ urlpatterns = [
     path("journeys/<int:pk>/trigger/", builder.edit_trigger, name="trigger"),
     path("journeys/<int:pk>/entry/", builder.edit_policies, name="policies"),
     path("journeys/<int:pk>/goal/", builder.edit_goal, name="goal"),
-    path("journeys/<int:pk>/steps/new/", builder.add_step, name="add_step"),
-    path("journeys/<int:pk>/steps/<str:step_id>/", builder.edit_step, name="step"),
-    path("journeys/<int:pk>/steps/<str:step_id>/delete/", builder.delete_step, name="delete_step"),
-    path("journeys/<int:pk>/steps/<str:step_id>/move/", builder.move, name="move_step"),
+    path("journeys/<int:pk>/steps/new/", builder_steps.add_step, name="add_step"),
+    path("journeys/<int:pk>/steps/<str:step_id>/", builder_steps.edit_step, name="step"),
+    path("journeys/<int:pk>/steps/<str:step_id>/delete/", builder_steps.delete_step, name="delete_step"),
+    path("journeys/<int:pk>/steps/<str:step_id>/move/", builder_steps.move, name="move_step"),
     path("journeys/<int:pk>/validate/", builder.validate_draft, name="validate"),
     path("journeys/<int:pk>/publish/", builder.publish, name="publish"),
     path("journeys/<int:pk>/dry-run/", builder.dry_run, name="dry_run"),

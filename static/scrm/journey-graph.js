@@ -1,4 +1,4 @@
-/* The journey builder's flow, drawn with ECharts from the positions the server computed (journeys/views/builder.py,
+/* The journey builder's flow, drawn with ECharts from the positions the server computed (journeys/views/builder_graph.py,
    graph()): a top-down graph of the steps, links labelled with their way out. Clicking a step opens its form in the
    editor panel, clicking a link opens "add a step here" (both HTMX). Also: the builder forms' fields that show only
    for some values of another field (data-when-field / data-when-values), and confirmations (data-confirm). */
@@ -67,7 +67,7 @@
   }
 
   // Two invisible points around the drawing, at least 200 wide. ECharts stretches the nodes' box to the chart (less
-  // its margins), which the page sizes to the drawing (GRAPH_* in journeys/views/builder.py), so nothing is squashed;
+  // its margins), which the page sizes to the drawing (GRAPH_* in journeys/views/builder_graph.py), so nothing is squashed;
   // a box of no width (a journey in one straight line) would not be drawn at all.
   function frame(nodes) {
     var xs = nodes.map(function (item) { return item.x; });
