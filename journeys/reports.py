@@ -270,7 +270,8 @@ class RepConfirmations:
 
     @property
     def confirmation_percent(self) -> float | None:
-        return percent(self.confirmed, self.total)
+        """Of the sends that reached the rep (confirmed, or still awaiting her): none yet is "—", not 0%."""
+        return percent(self.confirmed, self.confirmed + self.awaiting)
 
 
 def rep_confirmations(journey: Journey) -> list[RepConfirmations]:

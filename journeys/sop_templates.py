@@ -167,7 +167,8 @@ def _welcome(by: Any) -> dict[str, Any]:
             {"id": "check", "type": "branch",
              "branches": [{"label": "未入群", "rule": not_in_group, "next": "invite"}]},
             {"id": "invite", "type": "invite_group", "group": group.pk, "channel": "wecom", "kind": "marketing",
-             "text": "我们有一个新人福利群，每周分享实用的小知识，还有群友专属福利。点开就能加入，期待在群里见到你～"},
+             "text": "我们有一个新人福利群，每周分享实用的小知识，还有群友专属福利。"
+                     "想进群的话回复「进群」，我拉你进来～"},
         ],
     }  # fmt: skip
 

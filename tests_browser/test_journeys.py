@@ -97,9 +97,9 @@ def create_and_publish_the_welcome_sop(live_server, page) -> Journey:
     graph = page.evaluate("JSON.parse(document.getElementById('journey-graph-data').textContent)")
     group = CommunityGroup.objects.get(chat_id="sop-welcome-group")  # the template made the welcome group
     steps = [
-        ("greet", "Send a message to the customer on WeCom"),
+        ("greet", "Send “{customer.name}，你好呀～我是你的…” to the customer on WeCom"),
         ("wait", "Wait 1 day(s), then at 10:00"),
-        ("check", f"Branch by condition — 未入群: NOT (is in group {group.pk})"),
+        ("check", f"Branch by condition — 未入群: NOT (is in the group “{group.name}”)"),
         ("invite", "Invite to the group 新人福利群"),
     ]
     drawn = [(node["id"], node["text"]) for node in graph["nodes"] if node["family"] != "end"]
@@ -114,6 +114,7 @@ def create_and_publish_the_welcome_sop(live_server, page) -> Journey:
     page.click("[data-testid=dry-run]")
     page.wait_for_selector("[data-testid=dry-run-result]")
     assert page.inner_text("[data-testid=dry-run-entering]") == "1"  # the customer already there, Old Friend
+    assert "Nobody enters at publishing" in page.inner_text("[data-testid=dry-run-result]")
     counts = page.locator("[data-testid=dry-run-counts] tbody tr")
     assert attribute(page, "[data-testid=dry-run-counts] tbody tr", "data-step") == ["greet", "wait", "check", "invite"]
     assert [row.split("\t")[-1] for row in counts.all_inner_texts()] == ["1", "1", "1", "1"]

@@ -50,7 +50,7 @@ from customers.conditions.registry import (
     reject_unknown,
     satisfies,
 )
-from customers.models import Channel, CustomAttribute, Event, GroupMembership, Order, OrderLine
+from customers.models import Channel, CommunityGroup, CustomAttribute, Event, GroupMembership, Order, OrderLine
 
 PROFILE_CHANGES = frozenset({"customer.created", "customer.updated", "customer.merged"})
 ORDER_CHANGES = frozenset({"order.placed", "order.updated", "order.refunded", "customer.merged"})
@@ -280,7 +280,10 @@ class GroupPredicate(Predicate):
 
     def describe(self, params):
         if "groups" in params:
-            return _("is in group %(ids)s") % {"ids": "、".join(str(i) for i in params["groups"])}
+            names = dict(CommunityGroup.objects.filter(pk__in=params["groups"]).values_list("pk", "name"))
+            return _("is in the group %(groups)s") % {
+                "groups": "、".join(f"“{names.get(i, i)}”" for i in params["groups"])
+            }  # fmt: skip
         return _("is in a %(type)s group") % {"type": params["group_type"]}
 
 

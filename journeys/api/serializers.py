@@ -161,6 +161,10 @@ class SamplePathOutput(serializers.Serializer):
 
 class DryRunOutput(serializers.Serializer):
     entering = serializers.IntegerField(help_text=_("Customers who would enter now."))
+    on_trigger = serializers.BooleanField(
+        help_text=_("An event trigger: nobody enters at publishing; `entering` match the entry filter now and would "
+                    "enter when the trigger happens to them.")
+    )  # fmt: skip
     step_counts = serializers.DictField(child=serializers.IntegerField(), help_text=_("Step id → customers."))
     sample = SamplePathOutput(many=True)
 

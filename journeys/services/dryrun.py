@@ -66,6 +66,9 @@ class DryRun:
     entering: int
     step_counts: dict[str, int]
     sample: list[SamplePath]
+    # An event trigger (a new contact, a tag, an order…) enrolls nobody at publishing: `entering` is then who
+    # matches the entry filter now and would enter when the trigger happens to them.
+    on_trigger: bool = False
 
 
 # A path's conditions: (matched?, rule as canonical JSON) pairs, so equal paths share one count.
@@ -89,7 +92,8 @@ def dry_run(
     counts = _step_counts(definition, entering_set, entering, ctx) if entering else dict.fromkeys(_ids(definition), 0)
     size = max(0, min(sample_size, MAX_SAMPLE_SIZE))
     sample = _sample(journey, definition, entering_set, size, now, ctx) if entering and size else []
-    return DryRun(entering=entering, step_counts=counts, sample=sample)
+    on_trigger = definition["trigger"]["type"] in (*definitions.EVENT_TRIGGERS, "manual")
+    return DryRun(entering=entering, step_counts=counts, sample=sample, on_trigger=on_trigger)
 
 
 def _ids(definition: Mapping[str, Any]) -> list[str]:

@@ -5,6 +5,7 @@ key, so a step run that is retried never does it twice."""
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -142,7 +143,13 @@ class Send(StepType):
 
         channel = dict(MessageChannel.choices).get(params.get("channel"), params.get("channel"))
         to = _("her group") if params.get("to") == "group" else _("the customer")
-        what = _("template #%(id)s") % {"id": params["template"]} if params.get("template") else _("a message")
+        if params.get("template"):
+            name = _template(params["template"])
+            what = f"“{name.name}”" if name else _("template #%(id)s") % {"id": params["template"]}
+        else:
+            # The text's start, variables shortened to {customer.name}: enough to tell the steps apart.
+            words = re.sub(r"\{\{\s*([\w.]+)[^}]*\}\}", r"{\1}", " ".join(str(params.get("text") or "").split()))
+            what = f"“{words[:24]}…”" if len(words) > 24 else f"“{words}”"
         text = _("Send %(what)s to %(to)s on %(channel)s") % {"what": what, "to": to, "channel": channel}
         if params.get("kind") == "transactional":
             text += " · " + _("transactional")

@@ -215,10 +215,11 @@ def test_a_dry_run_answers_who_would_enter_and_when_each_step_would_run_writing_
     assert response.status_code == 200
     assert response.json() == {
         "entering": 1,
+        "on_trigger": True,
         "step_counts": {"s1": 1, "w": 1},
         "sample": [{"customer_id": shanghai.pk, "customer_name": "小美", "steps": [
-            {"step_id": "s1", "description": "Send a message to the customer on SMS", "at": "2026-11-23T10:00:00+08:00",
-             "note": ""},
+            {"step_id": "s1", "description": "Send “您好 {customer.name}” to the customer on SMS",
+             "at": "2026-11-23T10:00:00+08:00", "note": ""},
             {"step_id": "w", "description": "Wait 1 day(s), then at 09:00", "at": "2026-11-24T09:00:00+08:00",
              "note": ""},
         ]}],

@@ -87,7 +87,7 @@ def test_split_totals_are_proportional_to_the_weights():
 
     result = dry_run(journey, sample_size=0)
 
-    assert result == DryRun(entering=10, step_counts={"split": 10, "a": 7, "b": 3}, sample=[])
+    assert result == DryRun(entering=10, step_counts={"split": 10, "a": 7, "b": 3}, sample=[], on_trigger=True)
 
 
 @time_machine.travel(MONDAY_2130, tick=False)

@@ -118,7 +118,7 @@ def test_customers_at_each_step_now_list_every_step_of_the_current_version_with_
 
     assert [(r.version, r.step, r.active) for r in rows] == [(1, "ab", 0), (1, "sa", 0), (1, "sb", 0), (1, "w", 2)]
     assert rows[0].description == "Random split A 50% / B 50%"
-    assert rows[1].description == "Send a message to the customer on WeCom"
+    assert rows[1].description == "Send “A 方案” to the customer on WeCom"
     assert rows[3].description == "Wait 3 days"
 
 
@@ -193,7 +193,7 @@ def test_reps_confirmation_rates_count_the_journeys_wecom_messages_per_sending_r
     reps = reports.rep_confirmations(book["journey"])
 
     assert [(r.staff_id, r.name, r.total, r.confirmed, r.awaiting, r.confirmation_percent) for r in reps] == [
-        (book["li"].pk, "李", 1, 0, 0, 0.0), (book["wang"].pk, "王", 2, 1, 1, 50.0),
+        (book["li"].pk, "李", 1, 0, 0, None), (book["wang"].pk, "王", 2, 1, 1, 50.0),
     ]  # fmt: skip
 
 
@@ -227,7 +227,7 @@ def test_a_customers_trace_shows_each_step_run_with_its_outcome_and_message_and_
         ("ab", "arm:A", "Arm A", "sa"),
         ("sa", "queued", "Message queued", "w"),
     ]
-    assert entry.runs[1].description == "Send a message to the customer on WeCom"
+    assert entry.runs[1].description == "Send “A 方案” to the customer on WeCom"
     assert entry.runs[0].touchpoint is None
     assert (entry.runs[1].touchpoint.status, entry.runs[1].touchpoint.decisions[0]["step"]) == ("sent", "scheduled")
     assert entry.current_description == ""

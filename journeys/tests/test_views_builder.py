@@ -589,6 +589,7 @@ def test_the_dry_run_panel_says_who_would_enter_and_where_they_would_go(client):
 
     body = response.content.decode()
     assert 'data-testid="dry-run-entering">1<' in body
+    assert "Nobody enters at publishing" in body  # a manual journey: she would enter when enrolled
     assert '<tr data-step="s1"><td><code>s1</code></td>' in body
     assert "王小美" in body
 
