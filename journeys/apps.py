@@ -14,6 +14,9 @@ class JourneysConfig(AppConfig):
         # Enrollments and refusals stay with the merged record as its history; its active runs end (consumers).
         register_merge_relation(MergeRelation("journeys.Task"))
         register_consumer("journeys.triggers", consumers.KINDS, consumers.handle_events)
+        from messaging.sources import register_source_namer
+
+        register_source_namer("journey", consumers.name_journeys)
         self.register_customer_page_extensions()
         from customers.demo import register_demo_step
         from journeys.demo import seed_journeys_demo

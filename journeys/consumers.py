@@ -172,6 +172,15 @@ def _record_goals(events: list[DomainEvent], orders: Mapping[int, Any], recorded
                 enrollment.converted_at = at
 
 
+def name_journeys(refs: list[str]) -> dict[str, Any]:
+    """The outbox's names of journey sources ("journey:12" → the journey's name): one query for a page."""
+    from messaging.sources import SourceName
+
+    ids = {ref: int(ref.partition(":")[2]) for ref in refs if ref.partition(":")[2].isdigit()}
+    names = dict(Journey.objects.filter(pk__in=set(ids.values())).values_list("pk", "name"))
+    return {ref: SourceName(names[pk]) for ref, pk in ids.items() if pk in names}
+
+
 # ------------------------------------------------------------------------------------------------ waits, merges
 
 

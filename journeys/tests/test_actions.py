@@ -179,3 +179,19 @@ def test_a_send_window_ending_before_it_starts_is_reported_whatever_else_is_wron
         validate({"steps": [bad_channel, send("b", window=window)]})
 
     assert [path for path, _message in refused.value.issues] == ["steps[0].channel", "steps[1].window.end"]
+
+
+@time_machine.travel(MONDAY_10AM, tick=False)
+def test_the_outbox_names_a_journeys_messages_by_the_journey(tick, client):
+    from customers.tests.factories import UserFactory
+
+    journey = published([send("s", "您好")], name="欢迎 SOP")
+    customer = CustomerFactory()
+    enter(journey, customer)
+    tick()
+    client.force_login(UserFactory(username="operator"))
+
+    page = client.get("/messaging/outbox/").content.decode()
+
+    assert "欢迎 SOP" in page
+    assert f"journey:{journey.pk}<" not in page

@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from customers.models import Customer
 from messaging import selectors
 from messaging.models import Touchpoint
+from messaging.sources import name_sources
 from messaging.views.outbox import OUTCOME_LABELS, reason_label, status_tone
 
 PREVIEW_LENGTH = 80
@@ -63,11 +64,17 @@ def _summary(touchpoint: Touchpoint) -> HistoryRow:
     )
 
 
+def _named(touchpoints) -> list[Touchpoint]:
+    touchpoints = list(touchpoints)
+    name_sources(touchpoints)
+    return touchpoints
+
+
 def messages_panel(request: HttpRequest, customer: Customer) -> dict[str, Any]:
     """The customer's latest messages (one query; the customer page has checked the customer is visible)."""
     return {
         "customer": customer,
-        "rows": [_summary(touchpoint) for touchpoint in selectors.customer_message_history(customer)],
+        "rows": [_summary(touchpoint) for touchpoint in _named(selectors.customer_message_history(customer))],
         "limit": selectors.HISTORY_SIZE,
     }
 

@@ -29,6 +29,7 @@ from messaging.api.filters import TouchpointFilter
 from messaging.models import Touchpoint, TouchpointStatus
 from messaging.services.operator import RETRYABLE_STATUSES, NotRetryable, retry_touchpoint, retry_touchpoints
 from messaging.services.scheduling import cancel_touchpoints
+from messaging.sources import name_sources
 
 PAGE_SIZE = 50
 S = TouchpointStatus
@@ -151,6 +152,7 @@ class Row:
 
 
 def _rows(touchpoints: list[Touchpoint]) -> list[Row]:
+    name_sources(touchpoints)
     return [Row(tp, reason_label(tp.reason) if tp.reason else "", status_tone(tp.status)) for tp in touchpoints]
 
 
@@ -213,6 +215,7 @@ def dead_letter(request: HttpRequest) -> HttpResponse:
 
 
 def _detail_context(request: HttpRequest, touchpoint: Touchpoint) -> dict[str, Any]:
+    name_sources([touchpoint])
     rendered = touchpoint.rendered if isinstance(touchpoint.rendered, dict) else {}
     source = touchpoint.content if isinstance(touchpoint.content, dict) else {}
     return {
