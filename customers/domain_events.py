@@ -209,12 +209,23 @@ def _consume_one(event: DomainEvent) -> None:
 
 
 def consume_all(*, max_passes: int = 1000) -> int:
-    """Consume every shard, one batch of each in turn, until a pass finds nothing (what a task and the sweep
-    both run). Round-robin: a busy shard never starves the others while a worker drains it."""
+    """Consume every shard, one batch of each in turn, until a pass finds nothing. Round-robin: a busy shard never
+    starves the others while a worker drains it."""
+    return consume_for(None, max_passes=max_passes)[0]
+
+
+def consume_for(seconds: float | None, *, max_passes: int = 1000) -> tuple[int, bool]:
+    """`consume_all` for at most about `seconds` (what the tasks run): under a steady ingest the backlog never
+    empties, and a task that drained it forever would hold its worker slot from every other kind of work (the
+    journeys' runtime, dispatch). Returns (handled, whether it stopped with work left: the caller sends itself
+    again, to the back of the queue)."""
+    deadline = None if seconds is None else time.monotonic() + seconds
     handled, rechecks = 0, 0
     for _pass in range(max_passes):
         done = sum(consume(shard) for shard in range(shard_count()))
         handled += done
+        if done and deadline is not None and time.monotonic() >= deadline:
+            return handled, True
         if done:
             continue
         # An event committed while we held its shard had its kick turned away by our lock: look again after
@@ -222,7 +233,7 @@ def consume_all(*, max_passes: int = 1000) -> int:
         if rechecks >= 2 or not any(_pending(shard, 1) for shard in range(shard_count())):
             break
         rechecks += 1
-    return handled
+    return handled, False
 
 
 def pending_count() -> int:

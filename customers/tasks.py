@@ -9,16 +9,26 @@ from customers import domain_events
 logger = logging.getLogger(__name__)
 
 
+# A consuming task's share of a worker slot before it yields: the rest goes on in a fresh task at the queue's back,
+# behind what the consumers queued (journeys advancing, dispatch), so the whole flow keeps moving under ingest.
+CONSUME_SECONDS = 2.0
+
+
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def consume_domain_events() -> int:
     """Handle pending domain events of every shard no other worker holds. Sent after each write's commit."""
-    handled = domain_events.consume_all()
+    handled, more = domain_events.consume_for(CONSUME_SECONDS)
     if handled:
-        logger.info("domain_events.consumed", extra={"count": handled})
+        logger.info("domain_events.consumed", extra={"count": handled, "more": more})
+    if more:
+        domain_events.enqueue_consumers()
     return handled
 
 
 @shared_task(ignore_result=True, expires=4)
 def sweep_domain_events() -> int:
     """Beat's safety net: consume whatever a lost or never-sent task left pending."""
-    return domain_events.consume_all()
+    handled, more = domain_events.consume_for(CONSUME_SECONDS)
+    if more:
+        domain_events.enqueue_consumers()
+    return handled

@@ -153,7 +153,7 @@ class Enrollment(models.Model):
         ]
         indexes = [
             # The runtime's queue: only active rows, by due time.
-            models.Index(fields=["next_run_at"], condition=Q(state="active"), name="enrollment_due"),
+            models.Index(fields=["next_run_at", "id"], condition=Q(state="active"), name="enrollment_due"),
             models.Index(fields=["customer", "journey"], name="enrollment_customer"),
             models.Index(fields=["journey", "state", "step"], name="enrollment_journey_step"),
             models.Index(fields=["journey", "entered_at"], name="enrollment_journey_entered"),

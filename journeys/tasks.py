@@ -13,10 +13,13 @@ logger = logging.getLogger(__name__)
 
 @shared_task(name="journeys.advance", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def advance() -> int:
-    """Advance due enrollments until none is due (or 20 s are spent; the beat tick continues)."""
+    """Advance due enrollments until none is due, for a few seconds at a time: with work left it sends itself again,
+    to the back of the queue, so dispatch and the domain-event consumers get their turn."""
     result = runtime.advance_until_idle()
     if result.claimed:
         logger.info("journeys.advanced", extra={"claimed": result.claimed, "step_runs": result.step_runs})
+    if result.more:
+        runtime.kick_now()
     return result.step_runs
 
 

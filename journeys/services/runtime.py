@@ -34,17 +34,22 @@ BATCH_SIZE = 500
 MAX_CHAIN = 25  # instant steps one enrollment runs in one tick; a loop of instant steps goes on next tick
 MAX_ATTEMPTS = 5
 
+# Rows are locked from the queue index alone (active journeys' ids are a short list), customers joined after: a join
+# before the LIMIT read, joined and sorted every due row to return 500 (490 ms at 100,000 due; now about 5 ms).
 _CLAIM = """
+WITH claimed AS (
+    SELECT e.id FROM journeys_enrollment e
+    WHERE e.state = 'active' AND e.next_run_at <= %s
+      AND e.journey_id = ANY(ARRAY(SELECT id FROM journeys_journey WHERE status = 'active'))
+    ORDER BY e.next_run_at, e.id
+    LIMIT %s
+    FOR UPDATE OF e SKIP LOCKED
+)
 SELECT e.id, e.customer_id, e.journey_id, e.version_id, e.rotation, e.seq, e.step, e.step_entered_at,
        e.next_run_at, e.wait, e.arms, e.context, e.attempts, e.entered_at, e.goal_until, e.converted_at,
        c.time_zone, c.owner_id
-FROM journeys_enrollment e
-JOIN journeys_journey j ON j.id = e.journey_id AND j.status = 'active'
-JOIN customers_customer c ON c.id = e.customer_id
-WHERE e.state = 'active' AND e.next_run_at <= %s
+FROM claimed JOIN journeys_enrollment e ON e.id = claimed.id JOIN customers_customer c ON c.id = e.customer_id
 ORDER BY e.next_run_at, e.id
-LIMIT %s
-FOR UPDATE OF e SKIP LOCKED
 """
 
 
@@ -73,6 +78,7 @@ class TickResult:
     claimed: int = 0
     step_runs: int = 0
     finished: int = 0
+    more: bool = False  # stopped on its time budget with work left
 
 
 def advance_due(*, now: datetime.datetime | None = None, batch_size: int = BATCH_SIZE) -> TickResult:
@@ -93,18 +99,21 @@ def advance_due(*, now: datetime.datetime | None = None, batch_size: int = BATCH
     return TickResult(len(states), runs, finished)
 
 
-def advance_until_idle(*, budget_seconds: float = 20.0, batch_size: int = BATCH_SIZE) -> TickResult:
-    """Tick until nothing is due or the time budget is spent (what the Celery task runs)."""
+def advance_until_idle(*, budget_seconds: float = 5.0, batch_size: int = BATCH_SIZE) -> TickResult:
+    """Tick until nothing is due or the time budget is spent (what the Celery task runs; `more` says it stopped
+    with work left, so the task sends itself again rather than hold its worker slot from other work)."""
     total = TickResult()
     deadline = time.monotonic() + budget_seconds
-    while time.monotonic() < deadline:
+    while True:
         result = advance_due(batch_size=batch_size)
         total.claimed += result.claimed
         total.step_runs += result.step_runs
         total.finished += result.finished
         if result.claimed < batch_size:
-            break
-    return total
+            return total
+        if time.monotonic() >= deadline:
+            total.more = True
+            return total
 
 
 def _claim(now: datetime.datetime, batch_size: int) -> list[_State]:
@@ -279,6 +288,15 @@ WHERE e.id = r.id
 """
 
 
+# The step runs in one statement from JSON (building 1,500 model instances for bulk_create cost more than the insert).
+_INSERT_RUNS = """
+INSERT INTO journeys_steprun (enrollment_id, seq, step, step_type, ran_at, outcome, next_step, detail, touchpoint_id)
+SELECT enrollment, seq, step, step_type, ran_at, outcome, next_step, coalesce(detail, '{}'::jsonb), touchpoint
+FROM json_to_recordset(%s::json) AS r(enrollment bigint, seq int, step text, step_type text, ran_at timestamptz,
+                                      outcome text, next_step text, detail jsonb, touchpoint bigint)
+"""
+
+
 def _write(states: list[_State]) -> None:
     """One statement for the enrollments, one for their step runs; touchpoints of exits are cancelled."""
     rows = [
@@ -290,9 +308,18 @@ def _write(states: list[_State]) -> None:
         }
         for s in states
     ]  # fmt: skip
+    runs = [
+        {
+            "enrollment": run.enrollment_id, "seq": run.seq, "step": run.step, "step_type": run.step_type,
+            "ran_at": run.ran_at, "outcome": run.outcome, "next_step": run.next_step, "detail": run.detail,
+            "touchpoint": run.touchpoint_id,
+        }
+        for s in states for run in s.runs
+    ]  # fmt: skip
     with connection.cursor() as cursor:
         cursor.execute(_UPDATE, [orjson.dumps(rows, default=str).decode()])
-    StepRun.objects.bulk_create([run for s in states for run in s.runs])
+        if runs:
+            cursor.execute(_INSERT_RUNS, [orjson.dumps(runs, default=str).decode()])
     exited = [s for s in states if s.exit_reason in (ExitReason.GOAL, ExitReason.NOT_MATCHING)]
     if exited:
         from journeys.services.exits import cancel_queued_messages
@@ -304,10 +331,11 @@ def kick_after_commit() -> None:
     """Ask a worker to advance journeys once the current transaction commits (once per transaction)."""
     from scrm.celery import on_commit_once
 
-    on_commit_once(_kick)
+    on_commit_once(kick_now)
 
 
-def _kick() -> None:
+def kick_now() -> None:
+    """Ask a worker to advance journeys (never raises: a broker that is down leaves it to the beat tick)."""
     from journeys.tasks import advance
     from scrm.celery import send_quietly
 
