@@ -43,8 +43,9 @@ writes orders at `--rate` for `--seconds`, `--per-commit` orders per `bulk_upser
 customer; a poller reads every `--poll-ms` which committed orders' customers have the journey's touchpoint. Per
 order: commit (the write returned) → first poll that sees the touchpoint, and commit → the touchpoint's
 `created_at` (same machine clock), with the enrollment's `entered_at` splitting it into commit → enrolled (the
-domain-event consumer) and enrolled → scheduled (the runtime's tick). Quiet hours are off during the run (restored
-after), so the worker has the messages to send too, as in the daytime.
+domain-event consumer) and enrolled → scheduled (the first step, which the consumer runs in the same
+transaction). Quiet hours are off during the run (restored after), so the worker has the messages to send too, as
+in the daytime.
 
 `--advance-worker` is an experiment, not the shipped configuration: journeys.advance is routed to a queue of its
 own served by one more worker process (`-c 1`), set in the worker's and beat's own processes only. It shows what

@@ -39,7 +39,13 @@ TRIGGER_KINDS = {
 def handle_events(events: list[DomainEvent]) -> None:
     orders = _orders(events)
     recorded = _recorded_events(events)
-    _enroll_triggered(events, orders, recorded)
+    enrolled = _enroll_triggered(events, orders, recorded)
+    if enrolled:
+        # Their first steps run here, in this transaction, instead of waiting for a worker's turn: a welcome or an
+        # order's thank-you is queued within the commit that records the trigger (a step that waits just waits).
+        from journeys.services.runtime import advance_due
+
+        advance_due(ids=enrolled, batch_size=len(enrolled))
     _record_goals(events, orders, recorded)
     _wake_waiting(recorded)
     _end_merged(events)
@@ -48,7 +54,11 @@ def handle_events(events: list[DomainEvent]) -> None:
 # ------------------------------------------------------------------------------------------------------ triggers
 
 
-def _enroll_triggered(events: list[DomainEvent], orders: Mapping[int, Any], recorded: Mapping[int, Any]) -> None:
+def _enroll_triggered(
+    events: list[DomainEvent], orders: Mapping[int, Any], recorded: Mapping[int, Any]
+) -> list[int]:
+    """Enroll the customers these events trigger into every matching active journey; the new enrollments' ids."""
+    enrolled: list[int] = []
     journeys = list(
         Journey.objects.filter(status=JourneyStatus.ACTIVE, current_version__isnull=False)
         .select_related("current_version")
@@ -63,7 +73,8 @@ def _enroll_triggered(events: list[DomainEvent], orders: Mapping[int, Any], reco
             if e.kind in kinds and _matches(trigger, e, orders, recorded)
         ]
         if candidates:
-            enroll(journey, candidates)
+            enrolled.extend(enroll(journey, candidates).enrolled.values())
+    return enrolled
 
 
 def _matches(trigger: Mapping[str, Any], event: DomainEvent, orders: Mapping[int, Any], recorded: Mapping) -> bool:

@@ -173,9 +173,9 @@ def test_the_welcome_sop_greets_a_new_wecom_contact_then_invites_her_the_next_da
         assert attribute(page, "[data-testid=outbox-row]", "data-touchpoint") == [str(greeting.pk), str(welcome.pk)]
         row = page.inner_text(f"[data-testid=outbox-row][data-touchpoint='{greeting.pk}']")
         assert "Lily" in row
-        assert f"journey:{journey.pk}" in row
+        assert journey.name in row  # the outbox names the journey the message came from
         assert "Awaiting the rep's confirmation" in row  # a WeCom mass send: zhangsan confirms it in his WeCom
-        assert f"Source\nJourney step · journey:{journey.pk}\n" in open_in_outbox(page, greeting)
+        assert f"Source\nJourney step · {journey.name} · its messages\n" in open_in_outbox(page, greeting)
         assert page.inner_text("[data-testid=rendered-content]").count(GREETING) == 1
 
         page.goto(f"{live_server.url}/journeys/{journey.pk}/report/")

@@ -39,7 +39,7 @@ MAX_ATTEMPTS = 5
 _CLAIM = """
 WITH claimed AS (
     SELECT e.id FROM journeys_enrollment e
-    WHERE e.state = 'active' AND e.next_run_at <= %s
+    WHERE e.state = 'active' AND e.next_run_at <= %s {only}
       AND e.journey_id = ANY(ARRAY(SELECT id FROM journeys_journey WHERE status = 'active'))
     ORDER BY e.next_run_at, e.id
     LIMIT %s
@@ -81,11 +81,14 @@ class TickResult:
     more: bool = False  # stopped on its time budget with work left
 
 
-def advance_due(*, now: datetime.datetime | None = None, batch_size: int = BATCH_SIZE) -> TickResult:
-    """Claim one batch of due enrollments and run their steps; safe to run in many workers at once."""
+def advance_due(
+    *, now: datetime.datetime | None = None, batch_size: int = BATCH_SIZE, ids: list[int] | None = None
+) -> TickResult:
+    """Claim one batch of due enrollments (only these `ids`, if given) and run their steps; safe to run in many
+    workers at once."""
     now = now or timezone.now()
     with transaction.atomic():
-        states = _claim(now, batch_size)
+        states = _claim(now, batch_size, ids)
         if not states:
             return TickResult()
         versions = _versions({s.running.version_id for s in states})
@@ -116,11 +119,14 @@ def advance_until_idle(*, budget_seconds: float = 5.0, batch_size: int = BATCH_S
             return total
 
 
-def _claim(now: datetime.datetime, batch_size: int) -> list[_State]:
+def _claim(now: datetime.datetime, batch_size: int, ids: list[int] | None) -> list[_State]:
     from messaging.services.policy import zone
 
     with connection.cursor() as cursor:
-        cursor.execute(_CLAIM, [now, batch_size])
+        if ids is None:
+            cursor.execute(_CLAIM.format(only=""), [now, batch_size])
+        else:
+            cursor.execute(_CLAIM.format(only="AND e.id = ANY(%s)"), [now, ids, batch_size])
         rows = cursor.fetchall()
     states = []
     for (pk, customer, journey, version, rotation, seq, step, step_entered_at, next_run_at, wait, arms, context,
