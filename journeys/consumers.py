@@ -54,9 +54,7 @@ def handle_events(events: list[DomainEvent]) -> None:
 # ------------------------------------------------------------------------------------------------------ triggers
 
 
-def _enroll_triggered(
-    events: list[DomainEvent], orders: Mapping[int, Any], recorded: Mapping[int, Any]
-) -> list[int]:
+def _enroll_triggered(events: list[DomainEvent], orders: Mapping[int, Any], recorded: Mapping[int, Any]) -> list[int]:
     """Enroll the customers these events trigger into every matching active journey; the new enrollments' ids."""
     enrolled: list[int] = []
     journeys = list(
