@@ -1,5 +1,10 @@
+from datetime import date
+from zoneinfo import ZoneInfo
+
 from django.conf import settings
 from django.db import models
+from django.db.models import F, Func, Subquery, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -233,13 +238,47 @@ class LayeringSettings(models.Model):
         return cls.objects.get_or_create(pk=1)[0]
 
 
+def rfm_as_of() -> date:
+    """The reference date of the latest RFM run (what stored RFM rows are current as of); today in the workspace
+    zone before any run."""
+    latest = RfmRun.objects.order_by("-started_at", "-pk").values_list("as_of", flat=True).first()
+    return latest or timezone.localdate(timezone.now(), ZoneInfo(settings.TIME_ZONE))
+
+
+class DaysSince(Func):
+    """Whole days from a date column to the latest RFM run's reference date (in Postgres, date - date is an
+    integer), in the query itself."""
+
+    template = "(%(expressions)s)"
+    arg_joiner = " - "
+    output_field = models.IntegerField()
+
+    def __init__(self, column: str) -> None:
+        super().__init__(latest_as_of(), F(column))
+
+
+def latest_as_of() -> Coalesce:
+    """`rfm_as_of()` as an expression: the latest run's reference date, else today in the workspace zone."""
+    latest = RfmRun.objects.order_by("-started_at", "-pk").values("as_of")[:1]
+    today = timezone.localdate(timezone.now(), ZoneInfo(settings.TIME_ZONE))
+    return Coalesce(Subquery(latest), Value(today, output_field=models.DateField()), output_field=models.DateField())
+
+
+class CustomerRfmQuerySet(CustomerOwnedQuerySet):
+    def with_as_of(self) -> "CustomerRfmQuerySet":
+        """Annotate `as_of`, the latest run's reference date, so `recency_days` needs no query of its own."""
+        return self.annotate(as_of=latest_as_of())
+
+
 class CustomerRfm(models.Model):
-    """A customer's RFM values, scores and class as of the last recompute."""
+    """A customer's RFM values, scores and class as of the last recompute. Recency is stored as the date of the last
+    purchase (workspace zone), not as days: a nightly run, where the reference date moves by a day, then rewrites
+    only the rows whose values, scores or class change; `recency_days` counts to the latest run's reference date."""
 
     customer = models.OneToOneField(
         "customers.Customer", on_delete=models.CASCADE, primary_key=True, related_name="rfm"
     )
-    recency_days = models.PositiveIntegerField(_("recency (days)"), null=True)
+    last_purchase_on = models.DateField(_("last purchase"), null=True)
     frequency = models.PositiveIntegerField(_("frequency"), default=0)
     monetary = models.DecimalField(_("monetary"), max_digits=14, decimal_places=2, default=0)
     r_score = models.PositiveSmallIntegerField(_("R score"), null=True)
@@ -248,7 +287,7 @@ class CustomerRfm(models.Model):
     rfm_class = models.CharField(_("RFM class"), max_length=20, choices=RfmClass.choices)
     computed_at = models.DateTimeField(_("computed at"))
 
-    objects = CustomerOwnedQuerySet.as_manager()
+    objects = CustomerRfmQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("customer RFM")
@@ -257,6 +296,15 @@ class CustomerRfm(models.Model):
 
     def __str__(self) -> str:
         return f"{self.customer_id} {self.rfm_class}"
+
+    @property
+    def recency_days(self) -> int | None:
+        """Days from the last purchase to the latest run's reference date (None: never bought). Read through
+        `with_as_of()`, else it costs a query."""
+        if self.last_purchase_on is None:
+            return None
+        as_of = getattr(self, "as_of", None) or rfm_as_of()
+        return (as_of - self.last_purchase_on).days
 
 
 class RfmRun(models.Model):

@@ -36,6 +36,7 @@ from customers.visibility import sees_all_customers
 from segments.models import (
     CustomerRfm,
     CustomerStage,
+    DaysSince,
     LayeringSettings,
     LayerModel,
     RecomputeStatus,
@@ -170,7 +171,7 @@ def customer_memberships(customer: Customer) -> tuple[list[SegmentMembership], l
 
 def customer_layers(customer: Customer, *, transitions: int = 10) -> CustomerLayers:
     """The customer's RFM values and class, their stage in each layering model, and their latest class changes."""
-    rfm = CustomerRfm.objects.filter(customer=customer).first()
+    rfm = CustomerRfm.objects.filter(customer=customer).with_as_of().first()
     by_model = {stage.model: stage for stage in CustomerStage.objects.filter(customer=customer)}
     recent = list(RfmTransition.objects.filter(customer=customer).order_by("-at", "-id")[:transitions])
     return CustomerLayers(rfm=rfm, stages={m: by_model.get(m) for m in LayerModel.values}, transitions=recent)
@@ -194,7 +195,7 @@ def rfm_grid(user) -> dict[str, Any]:
         .annotate(
             count=Count("pk"),
             gmv=Coalesce(Sum("monetary"), Decimal(0)),
-            avg_recency_days=Avg("recency_days"),
+            avg_recency_days=Avg(DaysSince("last_purchase_on")),
             avg_frequency=Avg("frequency"),
             avg_monetary=Avg("monetary"),
         )

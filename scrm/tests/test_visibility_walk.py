@@ -81,8 +81,8 @@ def world(db):
     segment = save_segment(None, name="展会名单", kind=SegmentKind.STATIC)
     add_to_static(segment, [theirs.pk])
     now = timezone.now()
-    CustomerRfm.objects.create(customer=theirs, recency_days=3, frequency=9, monetary=8800, r_score=5, f_score=5,
-                               m_score=5, rfm_class="important_value", computed_at=now)  # fmt: skip
+    CustomerRfm.objects.create(customer=theirs, last_purchase_on=now.date(), frequency=9, monetary=8800, r_score=5,
+                               f_score=5, m_score=5, rfm_class="important_value", computed_at=now)  # fmt: skip
     run = RfmRun.objects.create(as_of=now.date(), window_days=365, method="quantile")
     RfmTransition.objects.create(run=run, customer=theirs, from_class="", to_class="important_value", at=now)
     for model, stage in (("aipl", "loyalty"), ("lifecycle", "vip"), ("ladder", "koc")):

@@ -25,6 +25,7 @@ from segments.models import (
     SegmentMembership,
     SegmentSize,
     default_aipl,
+    rfm_as_of,
 )
 from segments.services import segments as service
 from segments.tasks import recompute_layers as layers_task
@@ -575,8 +576,8 @@ def test_a_customers_segments_now_and_before_with_their_rfm_stages_and_class_cha
     listed = static(customer, name="展会名单")
     service.remove_from_static(listed, [customer.pk])
     CustomerRfm.objects.create(
-        customer=customer, recency_days=12, frequency=5, monetary=Decimal("3200.00"), r_score=5, f_score=4,
-        m_score=5, rfm_class="important_value", computed_at=NOW,
+        customer=customer, last_purchase_on=NOW.date() - timedelta(days=12), frequency=5, monetary=Decimal("3200.00"),
+        r_score=5, f_score=4, m_score=5, rfm_class="important_value", computed_at=NOW,
     )  # fmt: skip
     CustomerStage.objects.create(customer=customer, model="aipl", stage="loyalty", since=NOW - timedelta(days=30))
     run = RfmRun.objects.create(as_of=NOW.date(), window_days=365, method="quantile")
@@ -690,7 +691,12 @@ def test_nested_layering_settings_change_key_by_key_and_refuse_unknown_keys_and_
 
 def rfm(customer, rfm_class, *, r=None, f=0, m="0"):
     return CustomerRfm.objects.create(
-        customer=customer, recency_days=r, frequency=f, monetary=Decimal(m), rfm_class=rfm_class, computed_at=NOW
+        customer=customer,
+        last_purchase_on=None if r is None else rfm_as_of() - timedelta(days=r),
+        frequency=f,
+        monetary=Decimal(m),
+        rfm_class=rfm_class,
+        computed_at=NOW,
     )
 
 

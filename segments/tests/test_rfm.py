@@ -278,6 +278,25 @@ def test_the_settings_reference_date_is_used_when_no_date_is_given():
     assert (rfm_of(customer).recency_days, rfm_of(customer).frequency) == (9, 1)
 
 
+@time_machine.travel(NOW, tick=False)
+def test_the_next_days_run_rewrites_only_the_rows_that_change_and_recency_counts_to_the_new_date():
+    use_thresholds(rfm_thresholds={"r": [5, 30, 90, 180]})
+    crossing = buyer("crossing", 5, 1, 100)  # R 5 today, R 4 tomorrow
+    staying = buyer("staying", 10, 1, 100)  # R 4 both days
+    recompute_rfm()
+    before = {c.customer_id: c.computed_at for c in CustomerRfm.objects.all()}
+
+    with time_machine.travel(NOW + timedelta(days=1), tick=False):
+        recompute_rfm()
+        assert CustomerRfm.objects.get(customer=staying).computed_at == before[staying.pk]
+        assert CustomerRfm.objects.get(customer=crossing).computed_at == NOW + timedelta(days=1)
+        rows = {c.customer_id: c for c in CustomerRfm.objects.with_as_of()}
+
+    assert (rows[staying.pk].recency_days, rows[staying.pk].r_score) == (11, 4)
+    assert (rows[crossing.pk].recency_days, rows[crossing.pk].r_score) == (6, 4)
+    assert rows[staying.pk].last_purchase_on == date(2026, 11, 10)
+
+
 # ------------------------------------------------------------------------------- transitions and segments
 
 

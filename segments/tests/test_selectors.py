@@ -6,7 +6,15 @@ import pytest
 
 from customers.tests.factories import CustomerFactory
 from segments import selectors
-from segments.models import CustomerRfm, CustomerStage, RfmRun, RfmTransition, SegmentKind, SegmentMembership
+from segments.models import (
+    CustomerRfm,
+    CustomerStage,
+    RfmRun,
+    RfmTransition,
+    SegmentKind,
+    SegmentMembership,
+    rfm_as_of,
+)
 from segments.services import segments as service
 
 pytestmark = pytest.mark.django_db
@@ -18,7 +26,12 @@ OCT_1, NOV_1 = date(2026, 10, 1), date(2026, 11, 1)
 
 def rfm(customer, rfm_class, *, r=None, f=0, m="0") -> CustomerRfm:
     return CustomerRfm.objects.create(
-        customer=customer, recency_days=r, frequency=f, monetary=Decimal(m), rfm_class=rfm_class, computed_at=NOW
+        customer=customer,
+        last_purchase_on=None if r is None else rfm_as_of() - timedelta(days=r),
+        frequency=f,
+        monetary=Decimal(m),
+        rfm_class=rfm_class,
+        computed_at=NOW,
     )
 
 

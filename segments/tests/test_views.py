@@ -25,6 +25,7 @@ from segments.models import (
     SegmentKind,
     SegmentMembership,
     SegmentSize,
+    rfm_as_of,
 )
 from segments.services import segments as service
 from segments.views import segments as segment_views
@@ -491,8 +492,8 @@ def test_a_segment_read_by_another_rule_cannot_be_deleted(operator_client):
 
 def rfm(customer, rfm_class: str, *, monetary: str = "1000", recency: int = 10, frequency: int = 3) -> CustomerRfm:
     return CustomerRfm.objects.create(
-        customer=customer, recency_days=recency, frequency=frequency, monetary=Decimal(monetary),
-        r_score=4, f_score=4, m_score=4, rfm_class=rfm_class, computed_at=timezone.now(),
+        customer=customer, last_purchase_on=rfm_as_of() - timedelta(days=recency), frequency=frequency,
+        monetary=Decimal(monetary), r_score=4, f_score=4, m_score=4, rfm_class=rfm_class, computed_at=timezone.now(),
     )  # fmt: skip
 
 

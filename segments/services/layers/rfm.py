@@ -4,7 +4,8 @@ number of customers.
 
 Quantile scores use `percent_rank()` (the share of the other buyers with a strictly lower value) cut at
 0.2 / 0.4 / 0.6 / 0.8: equal values always get equal scores, so the result never depends on row order (plain
-NTILE splits ties arbitrarily). Recency is ranked in reverse, so the most recent buyers score highest.
+NTILE splits ties arbitrarily). Recency is ranked by the last purchase date, so the most recent buyers score highest.
+Rows store that date, not days since it, so a run whose reference date moved rewrites only the rows that change.
 """
 
 from __future__ import annotations
@@ -114,8 +115,9 @@ def _is_number(value: Any) -> bool:
 # --------------------------------------------------------------------------------------------------------- SQL
 
 # Quantile scores: percent_rank() (the share of the other buyers with a strictly lower value) computed per distinct
-# value — a count per value and a running sum — instead of sorting every buyer three times; recency ranks in
-# reverse. `width_bucket` turns the rank into 1 to 5 at the cuts. Equal values share one rank, hence one score.
+# value — a count per value and a running sum — instead of sorting every buyer three times; recency ranks by the
+# last purchase date (oldest first). `width_bucket` turns the rank into 1 to 5 at the cuts. Equal values share one
+# rank, hence one score.
 RANK_CTE = """
 {dim}_rank AS (
     SELECT {column} AS value, 1 + width_bucket(
@@ -126,12 +128,16 @@ RANK_CTE = """
 ),"""
 QUANTILE_RANKS = "".join(
     RANK_CTE.format(dim=dim, column=column, direction=direction)
-    for dim, column, direction in (("r", "recency_days", "DESC"), ("f", "frequency", "ASC"), ("m", "monetary", "ASC"))
+    for dim, column, direction in (
+        ("r", "last_purchase_on", "ASC"),
+        ("f", "frequency", "ASC"),
+        ("m", "monetary", "ASC"),
+    )
 )
 QUANTILE_SCORES = """
     r.score AS r_score, f.score AS f_score, m.score AS m_score
     FROM valued v
-    LEFT JOIN r_rank r ON v.frequency > 0 AND r.value = v.recency_days
+    LEFT JOIN r_rank r ON v.frequency > 0 AND r.value = v.last_purchase_on
     LEFT JOIN f_rank f ON v.frequency > 0 AND f.value = v.frequency
     LEFT JOIN m_rank m ON v.frequency > 0 AND m.value = v.monetary
 """
@@ -163,17 +169,18 @@ purchases AS (
     GROUP BY customer_id
 ),
 valued AS (
-    SELECT customer_id, (%(as_of)s::date - (last_at AT TIME ZONE %(zone)s)::date) AS recency_days, frequency,
-           monetary
+    SELECT customer_id, (last_at AT TIME ZONE %(zone)s)::date AS last_purchase_on,
+           (%(as_of)s::date - (last_at AT TIME ZONE %(zone)s)::date) AS recency_days, frequency, monetary
     FROM purchases WHERE customer_id NOT IN (SELECT id FROM merged)
 ),{ranks}
 fresh AS (
-    SELECT v.customer_id, v.recency_days, v.frequency, v.monetary, {scores}
+    SELECT v.customer_id, v.last_purchase_on, v.frequency, v.monetary, {scores}
 ),
 n AS MATERIALIZED (
-    SELECT customer_id, recency_days, frequency, monetary, r_score, f_score, m_score, rfm_class, old_class, old_row
+    SELECT customer_id, last_purchase_on, frequency, monetary, r_score, f_score, m_score, rfm_class, old_class,
+           old_row
     FROM (
-        SELECT coalesce(f.customer_id, old.customer_id) AS customer_id, f.recency_days,
+        SELECT coalesce(f.customer_id, old.customer_id) AS customer_id, f.last_purchase_on,
                coalesce(f.frequency, 0) AS frequency, coalesce(f.monetary, 0) AS monetary,
                f.r_score, f.f_score, f.m_score,
                CASE WHEN f.r_score IS NULL THEN 'no_purchase'
@@ -182,11 +189,11 @@ n AS MATERIALIZED (
                                  THEN CASE WHEN f.f_score >= %(high_f)s THEN 'value' ELSE 'develop' END
                                  ELSE CASE WHEN f.f_score >= %(high_f)s THEN 'keep' ELSE 'retain' END END
                END AS rfm_class,
-               old.ctid AS old_row, old.rfm_class AS old_class, old.recency_days AS old_recency,
+               old.ctid AS old_row, old.rfm_class AS old_class, old.last_purchase_on AS old_last,
                old.frequency AS old_frequency, old.monetary AS old_monetary, old.r_score AS old_r,
                old.f_score AS old_f, old.m_score AS old_m
         FROM fresh f FULL JOIN segments_customerrfm old ON old.customer_id = f.customer_id
-        WHERE f.customer_id IS NOT NULL OR old.rfm_class <> 'no_purchase' OR old.recency_days IS NOT NULL
+        WHERE f.customer_id IS NOT NULL OR old.rfm_class <> 'no_purchase' OR old.last_purchase_on IS NOT NULL
               OR old.frequency <> 0
         UNION ALL  -- customers who never bought and have no row yet
         SELECT c.id, NULL, 0, 0, NULL, NULL, NULL, 'no_purchase', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
@@ -194,8 +201,8 @@ n AS MATERIALIZED (
         WHERE NOT EXISTS (SELECT 1 FROM segments_customerrfm r WHERE r.customer_id = c.id)
           AND NOT EXISTS (SELECT 1 FROM purchases p WHERE p.customer_id = c.id)
     ) x
-    WHERE (old_recency, old_frequency, old_monetary, old_r, old_f, old_m, old_class)
-          IS DISTINCT FROM (recency_days, frequency, monetary, r_score, f_score, m_score, rfm_class)
+    WHERE (old_last, old_frequency, old_monetary, old_r, old_f, old_m, old_class)
+          IS DISTINCT FROM (last_purchase_on, frequency, monetary, r_score, f_score, m_score, rfm_class)
       AND customer_id NOT IN (SELECT id FROM merged)
 ),
 moves AS (
@@ -206,15 +213,15 @@ moves AS (
 ),
 updated AS (
     UPDATE segments_customerrfm t
-    SET recency_days = n.recency_days, frequency = n.frequency, monetary = n.monetary, r_score = n.r_score,
+    SET last_purchase_on = n.last_purchase_on, frequency = n.frequency, monetary = n.monetary, r_score = n.r_score,
         f_score = n.f_score, m_score = n.m_score, rfm_class = n.rfm_class, computed_at = %(at)s
     FROM n WHERE t.ctid = n.old_row
     RETURNING 1
 ),
 inserted AS (
-    INSERT INTO segments_customerrfm (customer_id, recency_days, frequency, monetary, r_score, f_score, m_score,
+    INSERT INTO segments_customerrfm (customer_id, last_purchase_on, frequency, monetary, r_score, f_score, m_score,
                                       rfm_class, computed_at)
-    SELECT customer_id, recency_days, frequency, monetary, r_score, f_score, m_score, rfm_class, %(at)s
+    SELECT customer_id, last_purchase_on, frequency, monetary, r_score, f_score, m_score, rfm_class, %(at)s
     FROM n WHERE n.old_row IS NULL
     RETURNING 1
 ),
@@ -227,7 +234,8 @@ SELECT (SELECT count(*) FROM moves), (SELECT count(*) FROM updated), (SELECT cou
 """
 
 SUMMARY_SQL = """
-SELECT rfm_class, count(*), coalesce(sum(monetary), 0), avg(recency_days), avg(frequency), avg(monetary)
+SELECT rfm_class, count(*), coalesce(sum(monetary), 0), avg(%(as_of)s::date - last_purchase_on), avg(frequency),
+       avg(monetary)
 FROM segments_customerrfm GROUP BY rfm_class
 """
 
@@ -292,7 +300,7 @@ def recompute_rfm(*, as_of: date | None = None, work_mem: str = "256MB") -> RfmR
         with connection.cursor() as cursor:
             cursor.execute(sql, values)
             moves, updated, inserted, gone = cursor.fetchone()
-            cursor.execute(SUMMARY_SQL)
+            cursor.execute(SUMMARY_SQL, {"as_of": p.as_of})
             counts = summarize(cursor.fetchall())
         changes = sync_model_segments("rfm:", model_segments(), at=at, assignment_sql=ASSIGNMENT_SQL)
         run.counts = counts
