@@ -38,6 +38,7 @@ from django.utils.translation import gettext as _
 from journeys import definition as definitions
 from journeys import timing
 from journeys.models import Enrollment, EnrollmentState, Journey
+from journeys.services.enrollment import opted_out_of_all_q
 from journeys.steps import step_type
 from journeys.steps.branches import assign_arm
 
@@ -112,7 +113,7 @@ def entering_customers(journey: Journey, definition: Mapping[str, Any], *, now: 
     if rule := definition.get("entry_filter"):
         base = matching_customers(rule, base=base, ctx=Context(now=now))
     if channels := definitions.channels_of(definition):
-        base = base.exclude(_opted_out_of_all_q(channels))
+        base = base.exclude(opted_out_of_all_q(channels))
     if journey.pk is not None:
         base = base.exclude(_reentry_refused_q(journey, definition.get("reentry") or {}, now))
     return base
@@ -136,17 +137,6 @@ def _population(trigger: Mapping[str, Any], now: datetime.datetime) -> QuerySet:
         due = sorted({customer_id for customer_id, _key, _context in _candidates(dict(trigger), today)})
         return customers.filter(pk__in=due)
     return customers
-
-
-def _opted_out_of_all_q(channels: set[str]) -> Q:
-    """Opted out of every channel the journey sends on: enrollment refuses them."""
-    from customers.models import Consent, ConsentStatus
-
-    q = Q()
-    for channel in sorted(channels):
-        q &= Q(Exists(Consent.objects.filter(customer=OuterRef("pk"), channel=channel,
-                                             status=ConsentStatus.OPTED_OUT)))  # fmt: skip
-    return q
 
 
 def _reentry_refused_q(journey: Journey, reentry: Mapping[str, Any], now: datetime.datetime) -> Q:

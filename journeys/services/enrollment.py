@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 from django.db import connection
-from django.db.models import Max, Q
+from django.db.models import Exists, Max, OuterRef, Q
 from django.utils import timezone
 
 from journeys import definition as definitions
@@ -110,14 +110,21 @@ def _drop_seen_triggers(journey: Journey, first: dict[int, Candidate]) -> dict[i
     return {c: cand for c, cand in first.items() if (c, cand.trigger_key) not in seen}
 
 
-def _opted_out_of_all(ids: list[int], channels: set[str]) -> set[int]:
+def opted_out_of_all_q(channels: set[str]) -> Q:
+    """Customers opted out of every channel the journey sends on: enrollment refuses them (so does the dry run)."""
     from customers.models import Consent, ConsentStatus
 
-    rows = Consent.objects.filter(customer_id__in=ids, channel__in=channels, status=ConsentStatus.OPTED_OUT)
-    counts: dict[int, int] = {}
-    for customer_id in rows.values_list("customer_id", flat=True):
-        counts[customer_id] = counts.get(customer_id, 0) + 1
-    return {c for c, n in counts.items() if n >= len(channels)}
+    q = Q()
+    for channel in sorted(channels):
+        q &= Q(Exists(Consent.objects.filter(customer=OuterRef("pk"), channel=channel,
+                                             status=ConsentStatus.OPTED_OUT)))  # fmt: skip
+    return q
+
+
+def _opted_out_of_all(ids: list[int], channels: set[str]) -> set[int]:
+    from customers.models import Customer
+
+    return set(Customer.objects.filter(pk__in=ids).filter(opted_out_of_all_q(channels)).values_list("pk", flat=True))
 
 
 def _apply_reentry(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from collections import defaultdict
 from collections.abc import Iterable
 from decimal import Decimal
 
@@ -54,7 +55,10 @@ def cancel_queued_messages(pairs: Iterable[tuple[int, int]]) -> int:
     """Cancel the journey's queued (not yet handed to a channel) messages to these customers."""
     from messaging.services.scheduling import cancel_touchpoints
 
+    by_journey: dict[int, set[int]] = defaultdict(set)
+    for journey, customer in pairs:
+        by_journey[journey].add(customer)
     return sum(
-        cancel_touchpoints(source_ref=f"journey:{journey}", customer=customer, reason="journey exit")
-        for journey, customer in sorted(set(pairs))
+        cancel_touchpoints(source_ref=f"journey:{journey}", customers=sorted(customers), reason="journey exit")
+        for journey, customers in sorted(by_journey.items())
     )
