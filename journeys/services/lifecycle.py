@@ -105,7 +105,7 @@ def migrate(journey: Journey, version: JourneyVersion, migration: Mapping[str, A
                "finish on their version.") % {"step": step})
             for step in stranded
         ])  # fmt: skip
-    moved = 0
+    moved = []
     restart = bool(migration.get("restart_waits"))
     for enrollment in active.select_for_update().select_related("customer"):
         target = mapping.get(enrollment.step, enrollment.step if enrollment.step in new_steps else None)
@@ -117,11 +117,12 @@ def migrate(journey: Journey, version: JourneyVersion, migration: Mapping[str, A
         enrollment.version = version
         enrollment.step = target
         enrollment.step_entered_at = arrived
-        enrollment.next_run_at = max(due, now) if due < now else due
+        enrollment.next_run_at = max(due, now)
         enrollment.wait = wait
-        enrollment.save(update_fields=["version", "step", "step_entered_at", "next_run_at", "wait"])
-        moved += 1
-    return moved
+        moved.append(enrollment)
+    fields = ["version", "step", "step_entered_at", "next_run_at", "wait"]
+    Enrollment.objects.bulk_update(moved, fields, batch_size=1000)
+    return len(moved)
 
 
 def pause(journey: Journey) -> None:
