@@ -27,6 +27,7 @@ from customers.conditions import (
     predicates_of,
 )
 from customers.conditions import validate as validate_rule
+from customers.conditions.sets import materialize_ids, refresh_statistics
 from customers.models import Customer, DomainEventKind
 from tags.models import (
     AnswerCode,
@@ -105,6 +106,7 @@ def add_tags(customers: Customers, tag_ids: Iterable[int], *, source: str, by=No
             [*params, source, user_id, tags, user_id, source],
         )
         created = cursor.fetchone()[0]
+        refresh_statistics("tags_customertag", created)
         if created:
             domain_events.kick_after_commit()
     return created
@@ -136,6 +138,7 @@ def remove_tags(customers: Customers, tag_ids: Iterable[int], *, sources: Iterab
             [*params, tags, sources, user_id, sources],
         )
         removed = cursor.fetchone()[0]
+        refresh_statistics("tags_customertag", removed)
         if removed:
             domain_events.kick_after_commit()
     return removed
@@ -178,6 +181,8 @@ def apply_rule(tag_rule: TagRule, *, customer_ids: Iterable[int] | None = None, 
     other = "o.source <> 'rule'"
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [RULE_LOCK_NAMESPACE, tag_rule.pk])
+        if ids is None:  # over everyone: the match on its own, with parallel workers
+            match_sql, match_params = f"SELECT * FROM {materialize_ids(match_sql, match_params)}", ()  # noqa: S608
         cursor.execute(
             f"""
             WITH m(id) AS MATERIALIZED ({match_sql}),
@@ -214,6 +219,7 @@ def apply_rule(tag_rule: TagRule, *, customer_ids: Iterable[int] | None = None, 
             [*match_params, tag_id, *scope_params, tag_id, tag_id],
         )
         matched, added, removed = cursor.fetchone()
+        refresh_statistics("tags_customertag", added + removed)
         run = RuleRun(matched, added, removed, round(time.monotonic() - started, 3), full=ids is None)
         if ids is None:
             TagRule.objects.filter(pk=tag_rule.pk).update(last_run_at=ctx.now, last_run_stats=run.as_dict())

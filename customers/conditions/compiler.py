@@ -91,7 +91,8 @@ def _scans(node: Node) -> bool:
 
 
 def _all_q(node: Node, ctx: Context) -> Q:
-    """AND of the children; the aggregates among them read only the rows of the customers the cheap ones leave."""
+    """AND of the children. The aggregates among them read only the rows of the customers the cheap ones leave,
+    and those over the same rows ("≥ 3 orders and over ¥1,000 in 365 days") share one GROUP BY."""
     cheap = [child for child in node.children if not _scans(child)]
     scanning = [child for child in node.children if _scans(child)]
     combined = Q()
@@ -99,8 +100,15 @@ def _all_q(node: Node, ctx: Context) -> Q:
         combined &= to_q(child, ctx)
     if scanning and cheap and ctx.customer_ids is None:
         ctx = replace(ctx, candidates=combined if ctx.candidates is None else ctx.candidates & combined)
+    by_rows: dict[str, list[registry.Aggregate]] = {}
     for child in scanning:
-        combined &= to_q(child, ctx)
+        aggregate = registry.get(child.predicate).aggregate(child.params, ctx) if child.kind == "predicate" else None
+        if aggregate is None:
+            combined &= to_q(child, ctx)
+        else:
+            by_rows.setdefault(aggregate.source, []).append(aggregate)
+    for aggregates in by_rows.values():
+        combined &= registry.aggregates_q(aggregates, ctx)
     return combined
 
 

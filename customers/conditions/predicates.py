@@ -1,8 +1,9 @@
 """The customers app's own predicates: profile attributes, dates, channel, owner, groups, orders and behaviour.
 
-Aggregates over orders and events compile to uncorrelated `pk IN (SELECT customer_id … GROUP BY … HAVING …)`
-subqueries (hash semi-joins over the whole base, and Postgres pushes a `pk = X` check into them), or to their
-complement when zero rows satisfy the comparison (`orders_count < 2` includes people who never ordered).
+Aggregates over orders and events are `Aggregate`s: they compile to uncorrelated `pk IN (SELECT customer_id …
+GROUP BY … HAVING …)` subqueries (hash semi-joins over the whole base, and Postgres pushes a `pk = X` check into
+them), or to their complement when zero rows satisfy the comparison (`orders_count < 2` includes people who never
+ordered); siblings over the same rows share one subquery (registry.aggregates_q).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from django.utils.translation import gettext as _
 
 from customers.conditions.registry import (
     COUNT_OPERATORS,
+    Aggregate,
     Context,
     Predicate,
     check_comparison,
@@ -48,7 +50,6 @@ from customers.conditions.registry import (
     money,
     register,
     reject_unknown,
-    satisfies,
 )
 from customers.models import Channel, CommunityGroup, CustomAttribute, Event, GroupMembership, Order, OrderLine
 
@@ -287,15 +288,6 @@ class GroupPredicate(Predicate):
         return _("is in a %(type)s group") % {"type": params["group_type"]}
 
 
-def _aggregate_q(rows, agg_expression, op: str, value: Any, *, empty_value: Any, ctx: Context) -> Q:
-    """Customers whose aggregate over `rows` compares true; customers without rows have `empty_value`."""
-    grouped = ctx.scope(rows).order_by().values("customer_id").annotate(agg=agg_expression)
-    if empty_value is not None and satisfies(empty_value, op, value):
-        # Zero satisfies it: everyone except those whose aggregate does not.
-        return ~Q(pk__in=grouped.filter(~compare_q(F("agg"), op, value)).values("customer_id"))
-    return Q(pk__in=grouped.filter(compare_q(F("agg"), op, value)).values("customer_id"))
-
-
 def _check_products(node, at, checker) -> dict[str, list[str]]:
     out = {}
     for key in ("products", "categories"):
@@ -352,11 +344,11 @@ class OrdersCountPredicate(_OrderAggregate):
 
     name = "orders_count"
 
-    def q(self, params, ctx):
+    def aggregate(self, params, ctx):
         orders, line_filter = _counted_orders(params, ctx)
         if line_filter:
             orders = orders.filter(line_filter)
-        return _aggregate_q(orders, Count("id"), params["op"], params["value"], empty_value=0, ctx=ctx)
+        return Aggregate(orders, Count("id"), params["op"], params["value"], empty=0)
 
     def describe(self, params):
         what = _describe_products(params)
@@ -376,7 +368,7 @@ class OrdersSumPredicate(_OrderAggregate):
 
     name = "orders_sum"
 
-    def q(self, params, ctx):
+    def aggregate(self, params, ctx):
         orders, line_filter = _counted_orders(params, ctx)
         if line_filter:
             lines = OrderLine.objects.filter(order__in=orders.filter(line_filter).values("id"))
@@ -385,12 +377,11 @@ class OrdersSumPredicate(_OrderAggregate):
                 scoped |= Q(product__sku__in=params["products"]) | Q(sku__in=params["products"])
             if params.get("categories"):
                 scoped |= Q(product__category__in=params["categories"])
-            rows = ctx.scope(lines.filter(scoped), "order__customer_id").annotate(customer_id=F("order__customer_id"))
-            total = Sum("amount")
-        else:
-            rows = orders
-            total = Sum(ExpressionWrapper(F("amount") - F("refunded_amount"), output_field=_MONEY))
-        return _aggregate_q(rows, total, params["op"], params["value"], empty_value=0, ctx=ctx)
+            rows = lines.filter(scoped).annotate(customer_id=F("order__customer_id"))
+            return Aggregate(rows, Sum("amount"), params["op"], params["value"], empty=0,
+                             customer_field="order__customer_id")  # fmt: skip
+        total = Sum(ExpressionWrapper(F("amount") - F("refunded_amount"), output_field=_MONEY))
+        return Aggregate(orders, total, params["op"], params["value"], empty=0)
 
     def describe(self, params):
         what = _describe_products(params)
@@ -407,10 +398,10 @@ class AverageOrderValuePredicate(_OrderAggregate):
     name = "avg_order_value"
     params = frozenset({"op", "value", "window"})
 
-    def q(self, params, ctx):
+    def aggregate(self, params, ctx):
         orders, _line_filter = _counted_orders(params, ctx)
         average = ExpressionWrapper(Sum(F("amount") - F("refunded_amount")) / Count("id"), output_field=_MONEY)
-        return _aggregate_q(orders, average, params["op"], params["value"], empty_value=None, ctx=ctx)
+        return Aggregate(orders, average, params["op"], params["value"])
 
     def describe(self, params):
         return _("average order value %(comparison)s %(window)s") % {
@@ -468,14 +459,23 @@ class _DaysSince(Predicate):
             return {}
         return {"op": comparison[0], "value": comparison[1]}
 
-    def since_q(self, rows, time_field: str, params, ctx) -> Q:
-        op = params["op"]
-        rows = ctx.scope(rows)
-        have_rows = Q(pk__in=rows.values("customer_id"))
-        if op in ("is_set", "not_set"):
-            return have_rows if op == "is_set" else ~have_rows
-        grouped = rows.order_by().values("customer_id").annotate(days=_days_since(Max(time_field), ctx))
-        return Q(pk__in=grouped.filter(compare_q(F("days"), op, params["value"])).values("customer_id"))
+    def rows(self, params, ctx) -> tuple[Any, str]:
+        """The rows and their time field."""
+        raise NotImplementedError
+
+    def q(self, params, ctx):
+        if params["op"] not in ("is_set", "not_set"):
+            return super().q(params, ctx)
+        rows, _time_field = self.rows(params, ctx)
+        have_rows = Q(pk__in=ctx.scope(rows).values("customer_id"))
+        return have_rows if params["op"] == "is_set" else ~have_rows
+
+    def aggregate(self, params, ctx):
+        """Days since the latest row; people without rows have none (they match only not_set)."""
+        if params["op"] in ("is_set", "not_set"):
+            return None
+        rows, time_field = self.rows(params, ctx)
+        return Aggregate(rows, _days_since(Max(time_field), ctx), params["op"], params["value"])
 
 
 @register
@@ -489,8 +489,8 @@ class DaysSinceLastOrderPredicate(_DaysSince):
         reject_unknown(node, self.params, at, checker)
         return self.check_days(node, at, checker)
 
-    def q(self, params, ctx):
-        return self.since_q(Order.objects.filter(status__in=COUNTED_STATUSES), "ordered_at", params, ctx)
+    def rows(self, params, ctx):
+        return Order.objects.filter(status__in=COUNTED_STATUSES), "ordered_at"
 
     def describe(self, params):
         if params["op"] in ("is_set", "not_set"):
@@ -547,9 +547,9 @@ class EventCountPredicate(Predicate):
             return {}
         return {**event, "op": comparison[0], "value": comparison[1], "window": window}
 
-    def q(self, params, ctx):
+    def aggregate(self, params, ctx):
         events = _events(params, ctx, params["window"])
-        return _aggregate_q(events, Count("id"), params["op"], params["value"], empty_value=0, ctx=ctx)
+        return Aggregate(events, Count("id"), params["op"], params["value"], empty=0)
 
     def describe(self, params):
         return _("did %(event)s %(comparison)s times %(window)s") % {
@@ -573,8 +573,8 @@ class DaysSinceLastEventPredicate(_DaysSince):
         days = self.check_days(node, at, checker)
         return {**event, **days} if days else {}
 
-    def q(self, params, ctx):
-        return self.since_q(_events(params, ctx), "occurred_at", params, ctx)
+    def rows(self, params, ctx):
+        return _events(params, ctx), "occurred_at"
 
     def describe(self, params):
         if params["op"] in ("is_set", "not_set"):

@@ -13,7 +13,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 
-from django.db.models import Q
+from django.db.models import F, Q
 from django.db.models.lookups import (
     Exact,
     GreaterThan,
@@ -101,6 +101,44 @@ class Context:
         return timezone.localtime(self.now).date()
 
 
+@dataclass(frozen=True)
+class Aggregate:
+    """`expression op value` over each customer's rows (orders, events, order lines), customers without rows
+    having `empty` (None: no value, so they never match). Siblings in an `all` aggregating the same rows are read
+    by one GROUP BY with the comparisons ANDed in its HAVING (see `aggregates_q`)."""
+
+    rows: Any  # a queryset of per-customer rows, not yet scoped to the candidates
+    expression: Any
+    op: str
+    value: Any
+    empty: Any = None
+    customer_field: str = "customer_id"  # the path to the customer in `rows`, which expose it as `customer_id`
+
+    @property
+    def source(self) -> str:
+        """Equal for aggregates over the very same rows (same table, same filters and parameters)."""
+        return repr((self.customer_field, *self.rows.order_by().query.sql_with_params()))
+
+    @property
+    def empty_matches(self) -> bool:
+        return self.empty is not None and satisfies(self.empty, self.op, self.value)
+
+
+def aggregates_q(aggregates: list[Aggregate], ctx: Context) -> Q:
+    """Customers for whom every aggregate (all over the same rows) compares true: one `GROUP BY customer_id
+    HAVING …` subquery, or its complement when customers without rows match every comparison (`orders_count < 2`
+    includes people who never ordered)."""
+    first = aggregates[0]
+    names = {f"agg{i}": aggregate.expression for i, aggregate in enumerate(aggregates)}
+    grouped = ctx.scope(first.rows, first.customer_field).order_by().values("customer_id").annotate(**names)
+    tests = Q()
+    for name, aggregate in zip(names, aggregates, strict=True):
+        tests &= compare_q(F(name), aggregate.op, aggregate.value)
+    if all(aggregate.empty_matches for aggregate in aggregates):
+        return ~Q(pk__in=grouped.filter(~tests).values("customer_id"))
+    return Q(pk__in=grouped.filter(tests).values("customer_id"))
+
+
 class Predicate:
     name: ClassVar[str]
     params: ClassVar[frozenset[str]] = frozenset()
@@ -118,7 +156,15 @@ class Predicate:
         raise NotImplementedError
 
     def q(self, params: dict[str, Any], ctx: Context) -> Q:
-        raise NotImplementedError
+        aggregate = self.aggregate(params, ctx)
+        if aggregate is None:
+            raise NotImplementedError
+        return aggregates_q([aggregate], ctx)
+
+    def aggregate(self, params: dict[str, Any], ctx: Context) -> Aggregate | None:
+        """A comparison on one aggregate over per-customer rows, when that is what the predicate is (then `q` need
+        not be written, and siblings over the same rows share their scan); None otherwise."""
+        return None
 
     def describe(self, params: dict[str, Any]) -> str:
         raise NotImplementedError
@@ -132,9 +178,11 @@ def register(predicate: type[Predicate]) -> type[Predicate]:
     name = getattr(predicate, "name", "")
     if not name or not name.replace("_", "").isalnum():
         raise ValueError(f"predicate {predicate!r} needs a snake_case name")
-    for method in ("check", "q", "describe"):
+    for method in ("check", "describe"):
         if getattr(predicate, method) is getattr(Predicate, method):
             raise ValueError(f"predicate {name} must implement {method}()")
+    if predicate.q is Predicate.q and predicate.aggregate is Predicate.aggregate:
+        raise ValueError(f"predicate {name} must implement q() or aggregate()")
     if name in _REGISTRY and type(_REGISTRY[name]) is not predicate:
         raise ValueError(f"predicate {name} is already registered by {type(_REGISTRY[name]).__name__}")
     _REGISTRY[name] = predicate()

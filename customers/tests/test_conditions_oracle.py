@@ -411,3 +411,42 @@ def test_compiled_rules_select_what_the_oracle_selects(specs, rule):
             raise _Rollback
     except _Rollback:
         pass
+
+
+def shared_rows(window, products):
+    """Aggregates over one set of rows, which compile to one GROUP BY: orders in the same window (counted, summed,
+    averaged), or with a product filter, either the orders having such lines (counts) or those lines (sums)."""
+    count = st.builds(lambda c: {"predicate": "orders_count", **c, "window": window, **products}, counts)
+    total = st.builds(lambda c: {"predicate": "orders_sum", **c, "window": window, **products}, money)
+    if products:
+        return st.lists(count, min_size=2, max_size=3) | st.lists(total, min_size=2, max_size=3)
+    average = st.builds(lambda c: {"predicate": "avg_order_value", **c, "window": window}, money)
+    return st.lists(count | total | average, min_size=2, max_size=3)
+
+
+siblings = st.tuples(windows, product_filter).flatmap(lambda wp: shared_rows(*wp))
+
+
+@pytest.mark.django_db
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(specs=people, aggregates=siblings, others=st.lists(predicates, max_size=1))
+def test_sibling_aggregates_over_the_same_rows_share_one_scan_and_select_what_the_oracle_selects(
+    specs, aggregates, others
+):
+    rule = {"all": [*aggregates, *others]}
+    scans = str(matching_customers(rule, ctx=CTX).query).count("GROUP BY")
+    assert scans <= 1 + (str(matching_customers(others[0], ctx=CTX).query).count("GROUP BY") if others else 0)
+    try:
+        with transaction.atomic():
+            CustomAttribute.objects.create(key="score", label="score", type="number")
+            population = load(specs)
+            expected = {p.pk for p in population if oracle(p, rule)}
+            assert set(matching_customers(rule, ctx=CTX).values_list("pk", flat=True)) == expected, rule
+            person = population[0]
+            alone = matching_customers(rule, ctx=CTX, customer_ids=[person.pk]).exists()
+            assert alone == (person.pk in expected), (rule, person.pk)
+            raise _Rollback
+    except _Rollback:
+        pass

@@ -13,6 +13,7 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from customers import domain_events
+from customers.conditions.sets import materialize_ids, refresh_statistics
 from customers.domain_events import outbox_insert_sql
 from segments.models import MembershipReason, Segment
 
@@ -65,46 +66,49 @@ def sync_membership(
         if honour_exclusions
         else "FALSE"
     )
-    sql = f"""
-        WITH m(id) AS MATERIALIZED ({members_sql}),
-        p AS (SELECT %s::bigint AS segment, %s::text AS entry, %s::text AS exit, %s::bigint[] AS ids,
-              %s::timestamptz AS at),
-        cur AS MATERIALIZED (
-            SELECT sm.customer_id FROM segments_segmentmembership sm
-            WHERE sm.segment_id = (SELECT segment FROM p) AND sm.exited_at IS NULL {scope}
-        ),
-        -- The diff as a FULL JOIN (hash or merge join only): NOT EXISTS let stale estimates pick a nested loop.
-        diff AS MATERIALIZED (
-            SELECT m.id AS gained, cur.customer_id AS lapsed FROM m FULL JOIN cur ON cur.customer_id = m.id
-            WHERE m.id IS NULL OR cur.customer_id IS NULL
-        ),
-        ins AS (
-            INSERT INTO segments_segmentmembership (segment_id, customer_id, entered_at, entry_reason, exit_reason)
-            SELECT (SELECT segment FROM p), gained, (SELECT at FROM p), (SELECT entry FROM p), '' FROM diff
-            WHERE gained IS NOT NULL AND NOT {excluded.format(alias="gained")}
-            ON CONFLICT (segment_id, customer_id) WHERE exited_at IS NULL DO NOTHING
-            RETURNING customer_id
-        ),
-        outs AS (
-            UPDATE segments_segmentmembership sm SET exited_at = (SELECT at FROM p),
-                exit_reason = CASE WHEN {excluded.format(alias="sm.customer_id")} THEN 'excluded'
-                                   ELSE (SELECT exit FROM p) END
-            WHERE sm.segment_id = (SELECT segment FROM p) AND sm.exited_at IS NULL
-              AND sm.customer_id IN (
-                  SELECT lapsed FROM diff WHERE lapsed IS NOT NULL
-                  UNION ALL
-                  SELECT cur.customer_id FROM cur WHERE {excluded.format(alias="cur.customer_id")}
-              )
-            RETURNING sm.customer_id
-        ),
-        ev_in AS ({outbox_insert_sql("ins", "'segment.entered'", _SEGMENT_PAYLOAD, at_sql="(SELECT at FROM p)")}),
-        ev_out AS ({outbox_insert_sql("outs", "'segment.exited'", _SEGMENT_PAYLOAD, at_sql="(SELECT at FROM p)")})
-        SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM ins), (SELECT count(*) FROM outs)
-    """  # noqa: S608 - module constants and Django's own SQL only
     with transaction.atomic(), connection.cursor() as cursor:
         lock_segment(segment.pk)
+        if ids is None:  # over everyone: the members on their own, with parallel workers
+            members_sql, params = f"SELECT * FROM {materialize_ids(members_sql, params)}", []  # noqa: S608
+        sql = f"""
+            WITH m(id) AS MATERIALIZED ({members_sql}),
+            p AS (SELECT %s::bigint AS segment, %s::text AS entry, %s::text AS exit, %s::bigint[] AS ids,
+                  %s::timestamptz AS at),
+            cur AS MATERIALIZED (
+                SELECT sm.customer_id FROM segments_segmentmembership sm
+                WHERE sm.segment_id = (SELECT segment FROM p) AND sm.exited_at IS NULL {scope}
+            ),
+            -- The diff as a FULL JOIN (hash or merge join only): NOT EXISTS let stale estimates pick a nested loop.
+            diff AS MATERIALIZED (
+                SELECT m.id AS gained, cur.customer_id AS lapsed FROM m FULL JOIN cur ON cur.customer_id = m.id
+                WHERE m.id IS NULL OR cur.customer_id IS NULL
+            ),
+            ins AS (
+                INSERT INTO segments_segmentmembership (segment_id, customer_id, entered_at, entry_reason, exit_reason)
+                SELECT (SELECT segment FROM p), gained, (SELECT at FROM p), (SELECT entry FROM p), '' FROM diff
+                WHERE gained IS NOT NULL AND NOT {excluded.format(alias="gained")}
+                ON CONFLICT (segment_id, customer_id) WHERE exited_at IS NULL DO NOTHING
+                RETURNING customer_id
+            ),
+            outs AS (
+                UPDATE segments_segmentmembership sm SET exited_at = (SELECT at FROM p),
+                    exit_reason = CASE WHEN {excluded.format(alias="sm.customer_id")} THEN 'excluded'
+                                       ELSE (SELECT exit FROM p) END
+                WHERE sm.segment_id = (SELECT segment FROM p) AND sm.exited_at IS NULL
+                  AND sm.customer_id IN (
+                      SELECT lapsed FROM diff WHERE lapsed IS NOT NULL
+                      UNION ALL
+                      SELECT cur.customer_id FROM cur WHERE {excluded.format(alias="cur.customer_id")}
+                  )
+                RETURNING sm.customer_id
+            ),
+            ev_in AS ({outbox_insert_sql("ins", "'segment.entered'", _SEGMENT_PAYLOAD, at_sql="(SELECT at FROM p)")}),
+            ev_out AS ({outbox_insert_sql("outs", "'segment.exited'", _SEGMENT_PAYLOAD, at_sql="(SELECT at FROM p)")})
+            SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM ins), (SELECT count(*) FROM outs)
+        """  # noqa: S608 - module constants and Django's own SQL only
         cursor.execute(sql, [*params, segment.pk, entry_reason, exit_reason, ids, at or timezone.now()])
         matched, entered, exited = cursor.fetchone()
+        refresh_statistics("segments_segmentmembership", entered + exited)
         if entered or exited:
             Segment.objects.filter(pk=segment.pk).update(size=F("size") + entered - exited)
             domain_events.kick_after_commit()

@@ -1,10 +1,11 @@
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from customers import domain_events
-from customers.conditions import RuleError
+from customers.conditions import RuleError, sets
 from customers.models import DomainEvent
 from customers.tests.factories import CustomerFactory, OrderFactory, UserFactory
 from tags import services
@@ -164,3 +165,33 @@ def test_unknown_questions_and_codes_are_refused_with_every_problem_and_nothing_
     assert set(refused.value.errors) == {"answers.Q1", "answers.Q7"}
     assert "expected one of 3" in refused.value.errors["answers.Q1"][0]
     assert not customer.questionnaire_responses.exists()
+
+
+def test_links_and_history_keep_no_orphans_without_database_constraints(django_user_model):
+    customer, tag, user = CustomerFactory(), TagFactory(), UserFactory()
+    services.add_tags([customer.pk, 10**12], [tag.pk], source=TagSource.MANUAL, by=user)  # no such customer
+
+    assert list(CustomerTag.objects.values_list("customer_id", flat=True)) == [customer.pk]
+    django_user_model.objects.filter(pk=user.pk).delete()
+    assert list(CustomerTag.objects.values_list("added_by", flat=True)) == [None]
+    assert list(TagHistory.objects.values_list("by", flat=True)) == [None]
+    services.delete_tag(tag)
+    assert not CustomerTag.objects.exists()
+    assert not TagHistory.objects.filter(tag_id=tag.pk).exists()
+
+
+def reltuples(table: str) -> float:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE relname = %s", [table])
+        return cursor.fetchone()[0]
+
+
+def test_a_large_tagging_refreshes_the_statistics_rules_are_planned_with(monkeypatch):
+    monkeypatch.setattr(sets, "REFRESH_STATISTICS_AFTER", 5)
+    tag, customers = TagFactory(), CustomerFactory.create_batch(6)
+    before = reltuples("tags_customertag")
+
+    services.add_tags([c.pk for c in customers[:4]], [tag.pk], source=TagSource.MANUAL)
+    assert reltuples("tags_customertag") == before  # a small write leaves them to autovacuum
+    services.add_tags([c.pk for c in customers], [tag.pk], source=TagSource.API)
+    assert reltuples("tags_customertag") == 10

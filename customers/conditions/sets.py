@@ -1,0 +1,40 @@
+"""Set-based writes of what follows from a rule's matches (tags, segment memberships), kept fast and well planned
+at a million customers."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from django.db import connection
+
+_names = itertools.count(1)
+# After a write of this many rows, a table's statistics are refreshed at once (see `refresh_statistics`).
+REFRESH_STATISTICS_AFTER = 10_000
+
+
+def materialize_ids(sql: str, params: list[Any] | tuple[Any, ...]) -> str:
+    """Run `sql` (a query yielding customer ids) into a temporary table dropped at commit, and return the table's
+    name; call it inside the transaction that reads the table.
+
+    Why not a `WITH m AS MATERIALIZED (…)` in the writing statement itself: Postgres runs no parallel workers for a
+    statement with a data-modifying part, while a CREATE TABLE … AS may use them. At a million customers the match
+    of a four-condition rule took 2.9 s inside the writing statement and 1.4 s on its own with two workers.
+    """
+    name = f"matched_ids_{next(_names)}"
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TEMP TABLE {name} ON COMMIT DROP AS {sql}", params)
+        cursor.execute(f"ANALYZE {name}")  # its size and values, for the plan of the diff that reads it
+    return name
+
+
+def refresh_statistics(table: str, changed: int) -> bool:
+    """ANALYZE `table` after a write of at least REFRESH_STATISTICS_AFTER rows, in the writer's transaction (its
+    own rows count, and the statistics are everyone's at commit). Rules read these tables: a tag given to 300,000
+    customers that the statistics still thought nobody had made the next rule naming it pick nested loops and take
+    190 s instead of 1.7 s, until autovacuum came by."""
+    if changed < REFRESH_STATISTICS_AFTER:
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {connection.ops.quote_name(table)}")
+    return True
