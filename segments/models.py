@@ -85,7 +85,12 @@ class SegmentMembership(models.Model):
     """One episode of a customer in a segment: open while `exited_at` is empty. The rows are the history."""
 
     segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="memberships")
-    customer = models.ForeignKey("customers.Customer", on_delete=models.CASCADE, related_name="segment_memberships")
+    # Derived data written set-based (a first RFM run enters a million customers): no per-row database check on the
+    # customer, which locked each customer's row and took most of the write. Writers take their customers from
+    # the customer table in the same statement; customers are never deleted, and Django applies `on_delete`.
+    customer = models.ForeignKey(
+        "customers.Customer", on_delete=models.CASCADE, related_name="segment_memberships", db_constraint=False
+    )
     entered_at = models.DateTimeField(_("entered at"), default=timezone.now)
     exited_at = models.DateTimeField(_("exited at"), null=True, blank=True)
     entry_reason = models.CharField(_("entry reason"), max_length=20, choices=MembershipReason.choices)
@@ -276,8 +281,8 @@ class CustomerRfm(models.Model):
     only the rows whose values, scores or class change; `recency_days` counts to the latest run's reference date."""
 
     customer = models.OneToOneField(
-        "customers.Customer", on_delete=models.CASCADE, primary_key=True, related_name="rfm"
-    )
+        "customers.Customer", on_delete=models.CASCADE, primary_key=True, related_name="rfm", db_constraint=False
+    )  # derived data: no per-row database check (see SegmentMembership.customer)
     last_purchase_on = models.DateField(_("last purchase"), null=True)
     frequency = models.PositiveIntegerField(_("frequency"), default=0)
     monetary = models.DecimalField(_("monetary"), max_digits=14, decimal_places=2, default=0)
@@ -330,8 +335,14 @@ class RfmRun(models.Model):
 class RfmTransition(models.Model):
     """A customer's class change in a run ("who moved from 重要价值 to 重要保持 this month" is one query)."""
 
-    run = models.ForeignKey(RfmRun, on_delete=models.CASCADE, related_name="transition_rows")
-    customer = models.ForeignKey("customers.Customer", on_delete=models.CASCADE, related_name="rfm_transitions")
+    run = models.ForeignKey(RfmRun, on_delete=models.CASCADE, related_name="transition_rows", db_constraint=False)
+    customer = models.ForeignKey(
+        "customers.Customer",
+        on_delete=models.CASCADE,
+        related_name="rfm_transitions",
+        db_index=False,
+        db_constraint=False,
+    )  # fmt: skip  (derived data, see SegmentMembership.customer; indexed by rfmtransition_customer)
     from_class = models.CharField(_("from"), max_length=20, choices=RfmClass.choices, blank=True)
     to_class = models.CharField(_("to"), max_length=20, choices=RfmClass.choices)
     at = models.DateTimeField(_("at"))
@@ -353,7 +364,9 @@ class RfmTransition(models.Model):
 class CustomerStage(models.Model):
     """A customer's current stage in one layering model (AIPL, lifecycle, ladder), and since when."""
 
-    customer = models.ForeignKey("customers.Customer", on_delete=models.CASCADE, related_name="stages")
+    customer = models.ForeignKey(
+        "customers.Customer", on_delete=models.CASCADE, related_name="stages", db_index=False, db_constraint=False
+    )  # derived data, see SegmentMembership.customer; indexed by customerstage_unique
     model = models.CharField(_("model"), max_length=10, choices=LayerModel.choices)
     stage = models.CharField(_("stage"), max_length=24)
     since = models.DateTimeField(_("since"))

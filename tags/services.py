@@ -27,7 +27,7 @@ from customers.conditions import (
     predicates_of,
 )
 from customers.conditions import validate as validate_rule
-from customers.conditions.sets import materialize_ids, refresh_statistics
+from customers.conditions.sets import materialize, refresh_statistics
 from customers.models import Customer, DomainEventKind
 from tags.models import (
     AnswerCode,
@@ -182,7 +182,7 @@ def apply_rule(tag_rule: TagRule, *, customer_ids: Iterable[int] | None = None, 
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [RULE_LOCK_NAMESPACE, tag_rule.pk])
         if ids is None:  # over everyone: the match on its own, with parallel workers
-            match_sql, match_params = f"SELECT * FROM {materialize_ids(match_sql, match_params)}", ()  # noqa: S608
+            match_sql, match_params = f"SELECT * FROM {materialize(match_sql, match_params)}", ()  # noqa: S608
         cursor.execute(
             f"""
             WITH m(id) AS MATERIALIZED ({match_sql}),

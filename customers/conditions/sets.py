@@ -1,9 +1,10 @@
-"""Set-based writes of what follows from a rule's matches (tags, segment memberships), kept fast and well planned
-at a million customers."""
+"""Set-based writes of what follows from a rule's matches or a model's results (tags, segment memberships, RFM),
+kept fast and well planned at a million customers."""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.db import connection
@@ -13,15 +14,15 @@ _names = itertools.count(1)
 REFRESH_STATISTICS_AFTER = 10_000
 
 
-def materialize_ids(sql: str, params: list[Any] | tuple[Any, ...]) -> str:
-    """Run `sql` (a query yielding customer ids) into a temporary table dropped at commit, and return the table's
-    name; call it inside the transaction that reads the table.
+def materialize(sql: str, params: Sequence[Any] | Mapping[str, Any]) -> str:
+    """Run the query `sql` into a temporary table dropped at commit, and return the table's name; call it inside
+    the transaction that reads the table (a rule's matches, the RFM rows that change).
 
     Why not a `WITH m AS MATERIALIZED (…)` in the writing statement itself: Postgres runs no parallel workers for a
     statement with a data-modifying part, while a CREATE TABLE … AS may use them. At a million customers the match
     of a four-condition rule took 2.9 s inside the writing statement and 1.4 s on its own with two workers.
     """
-    name = f"matched_ids_{next(_names)}"
+    name = f"materialized_{next(_names)}"
     with connection.cursor() as cursor:
         cursor.execute(f"CREATE TEMP TABLE {name} ON COMMIT DROP AS {sql}", params)
         cursor.execute(f"ANALYZE {name}")  # its size and values, for the plan of the diff that reads it

@@ -13,7 +13,7 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from customers import domain_events
-from customers.conditions.sets import materialize_ids, refresh_statistics
+from customers.conditions.sets import materialize, refresh_statistics
 from customers.domain_events import outbox_insert_sql
 from segments.models import MembershipReason, Segment
 
@@ -69,7 +69,7 @@ def sync_membership(
     with transaction.atomic(), connection.cursor() as cursor:
         lock_segment(segment.pk)
         if ids is None:  # over everyone: the members on their own, with parallel workers
-            members_sql, params = f"SELECT * FROM {materialize_ids(members_sql, params)}", []  # noqa: S608
+            members_sql, params = f"SELECT * FROM {materialize(members_sql, params)}", []  # noqa: S608
         sql = f"""
             WITH m(id) AS MATERIALIZED ({members_sql}),
             p AS (SELECT %s::bigint AS segment, %s::text AS entry, %s::text AS exit, %s::bigint[] AS ids,

@@ -24,6 +24,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from customers.conditions.predicates import COUNTED_STATUSES
+from customers.conditions.sets import materialize
 from segments.models import (
     LayeringSettings,
     RfmClass,
@@ -152,12 +153,13 @@ THRESHOLD_SCORES = """
     FROM valued v
 """
 
-# One statement. Values for everyone with a purchase before the end of the window (buyers in the window get
-# scores and a class; earlier buyers are no_purchase with their recency), matched with the stored rows in one full
-# join (plus customers who never bought and have no row yet); only rows that differ are materialized and written:
-# changed rows updated in place by their row address, new ones inserted. Rows of merged customers are dropped. The
-# data-modifying parts all read the snapshot from before the statement; unchanged rows are not touched.
-RECOMPUTE_SQL = """
+# Two statements. First the changes, read-only, into a temporary table (a statement that writes gets no parallel
+# workers; this one aggregates the orders with two): values for everyone with a purchase before the end of the
+# window (buyers in the window get scores and a class; earlier buyers are no_purchase with their recency) that
+# differ from their stored row, stored buyers with no purchase left, and customers who never bought and have no row
+# yet. Merged customers are left out. Then the writes, over the changes only: class changes recorded, changed rows
+# updated, new ones inserted, rows of merged customers dropped. Unchanged rows are not touched.
+CHANGES_SQL = """
 WITH merged AS (SELECT id FROM customers_customer WHERE merged_into_id IS NOT NULL),
 purchases AS (
     SELECT customer_id,
@@ -176,35 +178,40 @@ valued AS (
 fresh AS (
     SELECT v.customer_id, v.last_purchase_on, v.frequency, v.monetary, {scores}
 ),
-n AS MATERIALIZED (
-    SELECT customer_id, last_purchase_on, frequency, monetary, r_score, f_score, m_score, rfm_class, old_class,
-           old_row
-    FROM (
-        SELECT coalesce(f.customer_id, old.customer_id) AS customer_id, f.last_purchase_on,
-               coalesce(f.frequency, 0) AS frequency, coalesce(f.monetary, 0) AS monetary,
-               f.r_score, f.f_score, f.m_score,
-               CASE WHEN f.r_score IS NULL THEN 'no_purchase'
-                    ELSE CASE WHEN f.m_score >= %(high_m)s THEN 'important_' ELSE 'general_' END
-                         || CASE WHEN f.r_score >= %(high_r)s
-                                 THEN CASE WHEN f.f_score >= %(high_f)s THEN 'value' ELSE 'develop' END
-                                 ELSE CASE WHEN f.f_score >= %(high_f)s THEN 'keep' ELSE 'retain' END END
-               END AS rfm_class,
-               old.ctid AS old_row, old.rfm_class AS old_class, old.last_purchase_on AS old_last,
-               old.frequency AS old_frequency, old.monetary AS old_monetary, old.r_score AS old_r,
-               old.f_score AS old_f, old.m_score AS old_m
-        FROM fresh f FULL JOIN segments_customerrfm old ON old.customer_id = f.customer_id
-        WHERE f.customer_id IS NOT NULL OR old.rfm_class <> 'no_purchase' OR old.last_purchase_on IS NOT NULL
-              OR old.frequency <> 0
-        UNION ALL  -- customers who never bought and have no row yet
-        SELECT c.id, NULL, 0, 0, NULL, NULL, NULL, 'no_purchase', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-        FROM customers_customer c
-        WHERE NOT EXISTS (SELECT 1 FROM segments_customerrfm r WHERE r.customer_id = c.id)
-          AND NOT EXISTS (SELECT 1 FROM purchases p WHERE p.customer_id = c.id)
-    ) x
-    WHERE (old_last, old_frequency, old_monetary, old_r, old_f, old_m, old_class)
-          IS DISTINCT FROM (last_purchase_on, frequency, monetary, r_score, f_score, m_score, rfm_class)
-      AND customer_id NOT IN (SELECT id FROM merged)
-),
+x AS (
+    SELECT coalesce(f.customer_id, old.customer_id) AS customer_id, f.last_purchase_on,
+           coalesce(f.frequency, 0) AS frequency, coalesce(f.monetary, 0) AS monetary,
+           f.r_score, f.f_score, f.m_score,
+           CASE WHEN f.r_score IS NULL THEN 'no_purchase'
+                ELSE CASE WHEN f.m_score >= %(high_m)s THEN 'important_' ELSE 'general_' END
+                     || CASE WHEN f.r_score >= %(high_r)s
+                             THEN CASE WHEN f.f_score >= %(high_f)s THEN 'value' ELSE 'develop' END
+                             ELSE CASE WHEN f.f_score >= %(high_f)s THEN 'keep' ELSE 'retain' END END
+           END AS rfm_class,
+           old.customer_id IS NOT NULL AS has_row, old.rfm_class AS old_class, old.last_purchase_on AS old_last,
+           old.frequency AS old_frequency, old.monetary AS old_monetary, old.r_score AS old_r,
+           old.f_score AS old_f, old.m_score AS old_m
+    FROM fresh f FULL JOIN segments_customerrfm old ON old.customer_id = f.customer_id
+    WHERE f.customer_id IS NOT NULL OR old.rfm_class <> 'no_purchase' OR old.last_purchase_on IS NOT NULL
+          OR old.frequency <> 0
+)
+SELECT customer_id, last_purchase_on, frequency, monetary, r_score, f_score, m_score, rfm_class, has_row,
+       old_class
+FROM x
+WHERE (old_last, old_frequency, old_monetary, old_r, old_f, old_m, old_class)
+      IS DISTINCT FROM (last_purchase_on, frequency, monetary, r_score, f_score, m_score, rfm_class)
+  AND customer_id NOT IN (SELECT id FROM merged)
+UNION ALL  -- customers who never bought and have no row yet
+SELECT c.id, NULL, 0, 0, NULL, NULL, NULL, 'no_purchase', FALSE, NULL
+FROM customers_customer c
+WHERE c.merged_into_id IS NULL
+  AND NOT EXISTS (SELECT 1 FROM segments_customerrfm r WHERE r.customer_id = c.id)
+  AND NOT EXISTS (SELECT 1 FROM customers_order o WHERE o.customer_id = c.id
+                  AND o.status = ANY(%(statuses)s::text[]) AND o.ordered_at < %(end)s)
+"""
+
+WRITE_SQL = """
+WITH n AS (SELECT * FROM {changes}),
 moves AS (
     INSERT INTO segments_rfmtransition (run_id, customer_id, from_class, to_class, at)
     SELECT %(run)s, customer_id, coalesce(old_class, ''), rfm_class, %(at)s FROM n
@@ -215,18 +222,19 @@ updated AS (
     UPDATE segments_customerrfm t
     SET last_purchase_on = n.last_purchase_on, frequency = n.frequency, monetary = n.monetary, r_score = n.r_score,
         f_score = n.f_score, m_score = n.m_score, rfm_class = n.rfm_class, computed_at = %(at)s
-    FROM n WHERE t.ctid = n.old_row
+    FROM n WHERE n.has_row AND t.customer_id = n.customer_id
     RETURNING 1
 ),
 inserted AS (
     INSERT INTO segments_customerrfm (customer_id, last_purchase_on, frequency, monetary, r_score, f_score, m_score,
                                       rfm_class, computed_at)
     SELECT customer_id, last_purchase_on, frequency, monetary, r_score, f_score, m_score, rfm_class, %(at)s
-    FROM n WHERE n.old_row IS NULL
+    FROM n WHERE NOT n.has_row
     RETURNING 1
 ),
 gone AS (
-    DELETE FROM segments_customerrfm t USING merged WHERE t.customer_id = merged.id
+    DELETE FROM segments_customerrfm t USING customers_customer c
+    WHERE c.id = t.customer_id AND c.merged_into_id IS NOT NULL
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM moves), (SELECT count(*) FROM updated), (SELECT count(*) FROM inserted),
@@ -251,10 +259,10 @@ def _sql_params(p: RfmParameters, *, run: RfmRun, at: datetime) -> tuple[str, di
     }  # fmt: skip
     if p.method == RfmMethod.QUANTILE:
         values["cuts"] = QUANTILE_CUTS
-        return RECOMPUTE_SQL.format(ranks=QUANTILE_RANKS, scores=QUANTILE_SCORES), values
+        return CHANGES_SQL.format(ranks=QUANTILE_RANKS, scores=QUANTILE_SCORES), values
     for dim in DIMENSIONS:
         values.update({f"{dim}{score}": b for score, b in zip((5, 4, 3, 2), p.thresholds[dim], strict=True)})
-    return RECOMPUTE_SQL.format(ranks="", scores=THRESHOLD_SCORES), values
+    return CHANGES_SQL.format(ranks="", scores=THRESHOLD_SCORES), values
 
 
 def model_segments() -> list[ModelSegment]:
@@ -297,8 +305,9 @@ def recompute_rfm(*, as_of: date | None = None, work_mem: str = "256MB") -> RfmR
         p = parameters(LayeringSettings.load(), as_of)
         run = RfmRun.objects.create(started_at=at, as_of=p.as_of, window_days=p.window_days, method=p.method)
         sql, values = _sql_params(p, run=run, at=at)
+        changes = materialize(sql, values)
         with connection.cursor() as cursor:
-            cursor.execute(sql, values)
+            cursor.execute(WRITE_SQL.format(changes=changes), values)
             moves, updated, inserted, gone = cursor.fetchone()
             cursor.execute(SUMMARY_SQL, {"as_of": p.as_of})
             counts = summarize(cursor.fetchall())
