@@ -196,9 +196,11 @@ def apply_rule(tag_rule: TagRule, *, customer_ids: Iterable[int] | None = None, 
                 SELECT m.id AS gained, cur.customer_id AS lapsed FROM m FULL JOIN cur ON cur.customer_id = m.id
                 WHERE m.id IS NULL OR cur.customer_id IS NULL
             ),
+            -- In customer order, so the unique index is appended to rather than written all over. ON CONFLICT
+            -- stays: a merge moving a customer's links does not take the rule's lock.
             ins AS (
                 INSERT INTO tags_customertag (customer_id, tag_id, source, added_at)
-                SELECT gained, %s, 'rule', now() FROM diff WHERE gained IS NOT NULL
+                SELECT gained, %s, 'rule', now() FROM diff WHERE gained IS NOT NULL ORDER BY gained
                 ON CONFLICT (customer_id, tag_id, source) DO NOTHING
                 RETURNING customer_id, tag_id, source
             ),
