@@ -21,23 +21,25 @@ _PHONE_STRIP = re.compile(r"[\s\-()]")
 # Serialises batches that may create customers, so two requests never create the same person twice.
 CREATE_LOCK_ID = 0x5C_0001
 
+# Plain strings: comparing with enum members cost more than the rest of an identity's parsing.
 _KIND_FIELDS = {
-    "wecom": IdentityKind.WECOM_EXTERNAL_USERID,
-    "unionid": IdentityKind.UNIONID,
-    "phone": IdentityKind.PHONE,
-    "email": IdentityKind.EMAIL,
+    "wecom": IdentityKind.WECOM_EXTERNAL_USERID.value,
+    "unionid": IdentityKind.UNIONID.value,
+    "phone": IdentityKind.PHONE.value,
+    "email": IdentityKind.EMAIL.value,
 }
+_PHONE, _EMAIL, _SHOP = IdentityKind.PHONE.value, IdentityKind.EMAIL.value, IdentityKind.SHOP.value
 
 
 def normalize_identity(kind: str, value: str) -> str:
     value = value.strip()
-    if kind == IdentityKind.PHONE:
+    if kind == _PHONE:
         value = _PHONE_STRIP.sub("", value)
         if value.startswith("+86"):
             value = value[3:]
         elif value.startswith("0086"):
             value = value[4:]
-    elif kind == IdentityKind.EMAIL:
+    elif kind == _EMAIL:
         value = value.lower()
     return value
 
@@ -65,7 +67,7 @@ def parse_identities(p: RowParser, data: dict, *, shop_namespace: str | None, re
     shop_id = data.get("shop_id")
     if shop_id not in (None, ""):
         if shop_namespace:
-            ref.keys.append((IdentityKind.SHOP, shop_namespace[:32], str(shop_id).strip()[:128]))
+            ref.keys.append((_SHOP, shop_namespace[:32], str(shop_id).strip()[:128]))
         else:
             p.error("shop_id", _('A shop id needs the shop: use {"shop": {"<shop code>": "<id>"}}.'))
     shops = data.get("shop")
@@ -79,7 +81,7 @@ def parse_identities(p: RowParser, data: dict, *, shop_namespace: str | None, re
                 if not namespace or len(namespace) > 32 or len(str(value)) > 128:
                     p.error(f"shop.{namespace}", _("Shop code up to 32 and id up to 128 characters."))
                     continue
-                ref.keys.append((IdentityKind.SHOP, namespace, str(value).strip()))
+                ref.keys.append((_SHOP, namespace, str(value).strip()))
 
 
 def parse_customer_ref(p: RowParser, field_name: str = "customer", *, shop_namespace: str | None) -> CustomerRef | None:
