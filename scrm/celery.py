@@ -59,6 +59,8 @@ app.conf.beat_schedule = {
     },
     # Domain events whose after-commit task was lost (broker down, worker killed) are consumed within seconds.
     "sweep-domain-events": {"task": "customers.tasks.sweep_domain_events", "schedule": 5.0, "options": {"expires": 4}},
+    # Auto-tag rules saved since their last full run: the run after saving was lost (broker down, worker killed).
+    "tags-pending-rules": {"task": "tags.tasks.evaluate_pending_rules", "schedule": 60.0, "options": {"expires": 50}},
     # Auto-tag rules with windows relative to now ("last 30 days") change with the clock alone.
     "tags-time-relative-rules": {
         "task": "tags.tasks.evaluate_time_relative_rules",

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -284,14 +284,17 @@ def _enqueue_full_run(rule_id: int) -> None:
     from scrm.celery import send_quietly
     from tags.tasks import evaluate_rule
 
-    send_quietly(evaluate_rule, rule_id)  # if the broker is down, the nightly full run catches up
+    send_quietly(evaluate_rule, rule_id)  # if the broker is down, the minute's sweep of pending rules runs it
 
 
-def apply_rules(*, time_relative_only: bool = False) -> dict[int, RuleRun]:
-    """Full evaluation of every active rule (or only the time-relative ones, for the hourly sweep)."""
+def apply_rules(*, time_relative_only: bool = False, pending_only: bool = False) -> dict[int, RuleRun]:
+    """Full evaluation of every active rule, or only the time-relative ones (the hourly sweep), or only those saved
+    since their last full run (the minute's sweep: a run whose task was lost, e.g. with the broker down)."""
     rules = TagRule.objects.filter(is_active=True).order_by("pk")
     if time_relative_only:
         rules = rules.filter(is_time_relative=True)
+    if pending_only:
+        rules = rules.filter(Q(last_run_at__isnull=True) | Q(last_run_at__lt=F("updated_at")))
     return {rule.pk: apply_rule(rule) for rule in rules}
 
 

@@ -27,6 +27,14 @@ def evaluate_time_relative_rules() -> None:
     logger.info("tags.time_relative_rules_evaluated", extra={"rules": len(runs)})
 
 
+@shared_task(ignore_result=True, expires=50)
+def evaluate_pending_rules() -> None:
+    """Every minute: rules saved since their last full run, whose run after saving was lost (broker down)."""
+    runs = services.apply_rules(pending_only=True)
+    if runs:
+        logger.info("tags.pending_rules_evaluated", extra={"rules": len(runs)})
+
+
 @shared_task(ignore_result=True, expires=3000)
 def evaluate_all_rules() -> None:
     """Nightly: every active rule in full, the backstop for anything incremental evaluation could miss."""

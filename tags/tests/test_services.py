@@ -8,7 +8,7 @@ from customers import domain_events
 from customers.conditions import RuleError, sets
 from customers.models import DomainEvent
 from customers.tests.factories import CustomerFactory, OrderFactory, UserFactory
-from tags import services
+from tags import services, tasks
 from tags.models import CustomerTag, TagHistory, TagKind, TagSource
 from tags.tests.factories import AnswerCodeFactory, QuestionFactory, TagFactory
 
@@ -195,3 +195,20 @@ def test_a_large_tagging_refreshes_the_statistics_rules_are_planned_with(monkeyp
     assert reltuples("tags_customertag") == before  # a small write leaves them to autovacuum
     services.add_tags([c.pk for c in customers], [tag.pk], source=TagSource.API)
     assert reltuples("tags_customertag") == 10
+
+
+def test_a_rule_whose_run_after_saving_was_lost_is_run_by_the_minutes_sweep(
+    monkeypatch, django_capture_on_commit_callbacks
+):
+    monkeypatch.setattr(services, "_enqueue_full_run", lambda rule_id: None)  # the broker was down
+    customer = CustomerFactory()
+    OrderFactory(customer=customer, amount=Decimal("2000.00"))
+    with django_capture_on_commit_callbacks(execute=True):
+        rule = services.save_rule(TagFactory(), big_spender_rule())
+    tasks.evaluate_pending_rules()
+    assert tags_of(customer) == {(rule.tag_id, "rule")}
+
+    customer2 = CustomerFactory()
+    OrderFactory(customer=customer2, amount=Decimal("2000.00"))
+    tasks.evaluate_pending_rules()  # nothing pending: run once, not every minute
+    assert tags_of(customer2) == set()
