@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from customers.conditions.predicates import COUNTED_STATUSES
-from customers.conditions.sets import materialize
+from customers.conditions.sets import materialize, refresh_statistics
 from segments.models import (
     LayeringSettings,
     RfmClass,
@@ -309,6 +309,7 @@ def recompute_rfm(*, as_of: date | None = None, work_mem: str = "256MB") -> RfmR
         with connection.cursor() as cursor:
             cursor.execute(WRITE_SQL.format(changes=changes), values)
             moves, updated, inserted, gone = cursor.fetchone()
+            refresh_statistics("segments_customerrfm", inserted)  # a first run: rules read the classes at once
             cursor.execute(SUMMARY_SQL, {"as_of": p.as_of})
             counts = summarize(cursor.fetchall())
         changes = sync_model_segments("rfm:", model_segments(), at=at, assignment_sql=ASSIGNMENT_SQL)

@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from customers.conditions.predicates import COUNTED_STATUSES
+from customers.conditions.sets import refresh_statistics
 from segments.models import LayeringSettings, LayerModel, default_aipl, default_ladder, default_lifecycle
 from segments.services.layers.model_segments import ModelSegment, lock_model, set_work_mem, sync_model_segments
 
@@ -350,6 +351,7 @@ def recompute_stages(model: str, *, now: datetime | None = None, work_mem: str =
         with connection.cursor() as cursor:
             cursor.execute(sql + WRITE_SQL, values)
             customers, changed, inserted, removed = cursor.fetchone()
+        refresh_statistics("segments_customerstage", inserted)  # a first run: rules read the stages at once
         changes = sync_model_segments(f"{model}:", model_segments(model, stages), at=at,
                                       assignment_sql=ASSIGNMENT_SQL, params=(model,))  # fmt: skip
     run = StageRun(
