@@ -243,11 +243,18 @@ class LayeringSettings(models.Model):
         return cls.objects.get_or_create(pk=1)[0]
 
 
+def workspace_today() -> date:
+    return timezone.localdate(timezone.now(), ZoneInfo(settings.TIME_ZONE))
+
+
+def _latest_runs_as_of():
+    return RfmRun.objects.order_by("-started_at", "-pk").values_list("as_of", flat=True)
+
+
 def rfm_as_of() -> date:
     """The reference date of the latest RFM run (what stored RFM rows are current as of); today in the workspace
     zone before any run."""
-    latest = RfmRun.objects.order_by("-started_at", "-pk").values_list("as_of", flat=True).first()
-    return latest or timezone.localdate(timezone.now(), ZoneInfo(settings.TIME_ZONE))
+    return _latest_runs_as_of().first() or workspace_today()
 
 
 class DaysSince(Func):
@@ -264,9 +271,8 @@ class DaysSince(Func):
 
 def latest_as_of() -> Coalesce:
     """`rfm_as_of()` as an expression: the latest run's reference date, else today in the workspace zone."""
-    latest = RfmRun.objects.order_by("-started_at", "-pk").values("as_of")[:1]
-    today = timezone.localdate(timezone.now(), ZoneInfo(settings.TIME_ZONE))
-    return Coalesce(Subquery(latest), Value(today, output_field=models.DateField()), output_field=models.DateField())
+    today = Value(workspace_today(), output_field=models.DateField())
+    return Coalesce(Subquery(_latest_runs_as_of()[:1]), today, output_field=models.DateField())
 
 
 class CustomerRfmQuerySet(CustomerOwnedQuerySet):

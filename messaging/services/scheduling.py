@@ -169,21 +169,18 @@ def cancel_touchpoints(
     *,
     ids: list[int] | None = None,
     source_ref: str | None = None,
-    customer: Customer | int | None = None,
     customers: list[int] | None = None,
     reason: str = "cancelled",
 ) -> int:
     """Cancel queued touchpoints matching all the given filters; one a worker has already handed to a channel
     (or holds right now) is left alone. Returns how many were cancelled."""
-    if ids is None and source_ref is None and customer is None and customers is None:
+    if ids is None and source_ref is None and customers is None:
         raise ValueError("cancel_touchpoints needs at least one filter")
     rows = Touchpoint.objects.filter(status__in=[TouchpointStatus.SCHEDULED, TouchpointStatus.DEFERRED])
     if ids is not None:
         rows = rows.filter(id__in=ids)
     if source_ref is not None:
         rows = rows.filter(source_ref=source_ref)
-    if customer is not None:
-        rows = rows.filter(customer_id=customer.pk if isinstance(customer, Customer) else customer)
     if customers is not None:
         rows = rows.filter(customer_id__in=customers)
     with transaction.atomic():

@@ -32,6 +32,7 @@ from segments.models import (
     RfmRun,
     default_high_from,
     default_rfm_thresholds,
+    workspace_today,
 )
 from segments.services.layers.model_segments import ModelSegment, lock_model, set_work_mem, sync_model_segments
 
@@ -77,10 +78,6 @@ class RfmParameters:
         end = datetime.combine(self.as_of + timedelta(days=1), datetime.min.time(), tzinfo=zone)
         start = datetime.combine(self.as_of - timedelta(days=self.window_days - 1), datetime.min.time(), tzinfo=zone)
         return start, end
-
-
-def workspace_today() -> date:
-    return timezone.localdate(timezone.now(), ZoneInfo(settings.TIME_ZONE))
 
 
 def parameters(layering: LayeringSettings, as_of: date | None = None) -> RfmParameters:
@@ -305,9 +302,9 @@ def recompute_rfm(*, as_of: date | None = None, work_mem: str = "256MB") -> RfmR
         p = parameters(LayeringSettings.load(), as_of)
         run = RfmRun.objects.create(started_at=at, as_of=p.as_of, window_days=p.window_days, method=p.method)
         sql, values = _sql_params(p, run=run, at=at)
-        changes = materialize(sql, values)
+        changed_rows = materialize(sql, values)
         with connection.cursor() as cursor:
-            cursor.execute(WRITE_SQL.format(changes=changes), values)
+            cursor.execute(WRITE_SQL.format(changes=changed_rows), values)
             moves, updated, inserted, gone = cursor.fetchone()
             refresh_statistics("segments_customerrfm", inserted)  # a first run: rules read the classes at once
             cursor.execute(SUMMARY_SQL, {"as_of": p.as_of})
