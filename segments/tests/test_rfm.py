@@ -485,3 +485,79 @@ def test_a_full_sync_of_the_segments_gives_the_same_members_as_the_per_customer_
     assert {key: members(key) for key in full} == full
     assert full["rfm:important_value"] == {"value_1", "value_2", "value_3"}
     assert sum(len(names) for names in full.values()) == len(EXPECTED_CLASSES)
+
+
+@time_machine.travel(NOW, tick=False)
+def test_memberships_changed_outside_the_model_are_put_back_by_the_next_run():
+    people = hand_built()
+    recompute_rfm()
+    value = Segment.objects.get(model_key="rfm:important_value")
+    keep = Segment.objects.get(model_key="rfm:important_keep")
+    SegmentMembership.objects.filter(segment=value, customer=people["value_1"]).delete()  # lost, size untouched
+    keep.is_archived = True
+    keep.save()
+    with time_machine.travel(NOW + timedelta(hours=1), tick=False):
+        recompute_rfm()  # nobody's class changed: the archived segment keeps its members, the lost one is back
+    assert members("rfm:important_value") == {"value_1", "value_2", "value_3"}
+    SegmentMembership.objects.filter(segment=keep).update(exited_at=NOW)  # emptied while archived
+    keep.is_archived = False
+    keep.save()
+
+    with time_machine.travel(NOW + timedelta(hours=2), tick=False):
+        recompute_rfm()
+
+    assert members("rfm:important_keep") == {"keep"}
+    assert dict(Segment.objects.filter(model_key__in=["rfm:important_value", "rfm:important_keep"]).values_list(
+        "model_key", "size")) == {"rfm:important_value": 3, "rfm:important_keep": 1}  # fmt: skip
+
+
+@time_machine.travel(NOW, tick=False)
+def test_a_nightly_run_compares_only_the_movers_memberships(monkeypatch):
+    from segments.services.layers import model_segments
+
+    people = hand_built()
+    recompute_rfm()
+    OrderFactory(customer=people["general_retain"], ordered_at=NOW - timedelta(hours=1), amount=Decimal(9000))
+    compared = []
+    original = model_segments._mismatches
+    monkeypatch.setattr(model_segments, "_mismatches", lambda *args: compared.append(args[-1]) or original(*args))
+
+    with time_machine.travel(NOW + timedelta(hours=2), tick=False):
+        recompute_rfm()
+
+    assert [scope is not None for scope in compared] == [True]  # the movers only; no drift, so no pass over everyone
+    assert rfm_of(people["general_retain"]).rfm_class != "general_retain"
+    assert "general_retain" not in members("rfm:general_retain")
+    assert "general_retain" in members(f"rfm:{rfm_of(people['general_retain']).rfm_class}")
+
+
+@time_machine.travel(NOW, tick=False)
+def test_quantile_scores_are_percent_rank_cut_at_the_quintiles_on_a_random_dataset_with_ties():
+    rng = random.Random(11)
+    for k in range(60):
+        buyer(f"b{k}", rng.choice([1, 3, 3, 9, 40, 200]), rng.randint(1, 6), rng.choice([100, 250, 250, 900, 4000]))
+
+    recompute_rfm()
+
+    # The definition, over the stored values: percent_rank() among buyers in the window, width_bucket at the cuts.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT customer_id,
+                   1 + width_bucket(percent_rank() OVER (ORDER BY last_purchase_on), %(cuts)s::float8[]),
+                   1 + width_bucket(percent_rank() OVER (ORDER BY frequency), %(cuts)s::float8[]),
+                   1 + width_bucket(percent_rank() OVER (ORDER BY monetary), %(cuts)s::float8[])
+            FROM segments_customerrfm WHERE frequency > 0
+            """,
+            {"cuts": [0.2, 0.4, 0.6, 0.8]},
+        )
+        expected = {row[0]: row[1:] for row in cursor.fetchall()}
+    stored = {
+        pk: (r, f, m)
+        for pk, r, f, m in CustomerRfm.objects.filter(frequency__gt=0).values_list(
+            "customer_id", "r_score", "f_score", "m_score"
+        )
+    }
+    assert len(stored) == 60
+    assert stored == expected
+    assert {score for scores in stored.values() for score in scores} == {1, 2, 3, 4, 5}
