@@ -63,16 +63,19 @@ class CustomerTag(models.Model):
     """A customer carries a tag from one source; the same tag from two sources is two rows, so a rule that stops
     matching removes only its own row and a tag also given by hand stays.
 
-    The customer and user references have no database constraint: a rule's first run writes tens of thousands of
-    links, and the per-row checks (each locking the customer's row) took two thirds of the write at a million
+    The references have no database constraint: a rule's first run writes tens of thousands of links, and the
+    per-row checks (each locking the customer's or the tag's row) took two thirds of the write at a million
     customers. Every writer takes its customers from the customer table in the same statement, customers are
-    never deleted (merged ones stay), and Django still applies `on_delete`."""
+    never deleted (merged ones stay), and Django still applies `on_delete`. For the tag, writers hold its row
+    FOR KEY SHARE once per statement and `delete_tag` takes it FOR UPDATE before taking the tag off everyone
+    (`tags.services.lock_tags`): the one check a statement needs instead of one per row."""
 
     customer = models.ForeignKey(
         "customers.Customer", on_delete=models.CASCADE, related_name="tag_links", db_index=False, db_constraint=False
     )  # covered by customertag_unique
-    tag = models.ForeignKey(Tag, on_delete=models.CASCADE, related_name="customer_links", db_index=False)
-    # covered by customertag_tag
+    tag = models.ForeignKey(
+        Tag, on_delete=models.CASCADE, related_name="customer_links", db_index=False, db_constraint=False
+    )  # covered by customertag_tag
     source = models.CharField(_("source"), max_length=16, choices=TagSource.choices)
     added_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",

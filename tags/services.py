@@ -62,6 +62,17 @@ def _targets(customers: Customers) -> tuple[str, list[Any]]:
     return "SELECT unnest(%s::bigint[]) AS id", [sorted({int(pk) for pk in customers})]
 
 
+def lock_tags(tag_ids: Iterable[int], *, for_delete: bool = False) -> list[int]:
+    """Lock these tags' rows until the transaction ends and return the ids that exist. Writers of links take
+    FOR KEY SHARE (many at once), `delete_tag` FOR UPDATE, which waits for them: links have no per-row database
+    check of their tag (see CustomerTag), so this is what keeps a link from outliving its tag."""
+    mode = "UPDATE" if for_delete else "KEY SHARE"
+    with connection.cursor() as cursor:
+        sql = f"SELECT id FROM tags_tag WHERE id = ANY(%s::bigint[]) ORDER BY id FOR {mode}"  # noqa: S608 - constant
+        cursor.execute(sql, [list(tag_ids)])
+        return [row[0] for row in cursor.fetchall()]
+
+
 def _user_id(by) -> int | None:
     return by.pk if by is not None and getattr(by, "is_authenticated", False) else None
 
@@ -85,6 +96,8 @@ def add_tags(customers: Customers, tag_ids: Iterable[int], *, source: str, by=No
     targets, params = _targets(customers)
     user_id = _user_id(by)
     with transaction.atomic(), connection.cursor() as cursor:
+        if unknown := sorted(set(tags) - set(lock_tags(tags))):
+            raise TagError({"tags": [_("No tag with id %(ids)s.") % {"ids": ", ".join(map(str, unknown))}]})
         cursor.execute(
             f"""
             WITH targets AS ({targets}),
@@ -181,6 +194,8 @@ def apply_rule(tag_rule: TagRule, *, customer_ids: Iterable[int] | None = None, 
     other = "o.source <> 'rule'"
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [RULE_LOCK_NAMESPACE, tag_rule.pk])
+        if not lock_tags([tag_id]):  # deleted meanwhile: its rule goes with it
+            return RuleRun(0, 0, 0, round(time.monotonic() - started, 3), full=ids is None)
         if ids is None:  # over everyone: the match on its own, with parallel workers
             match_sql, match_params = f"SELECT * FROM {materialize(match_sql, match_params)}", ()  # noqa: S608
         cursor.execute(
@@ -318,6 +333,7 @@ def delete_tag(tag: Tag, *, by=None) -> None:
     """Take the tag off every customer (with `tag.removed` events, so what reacts to tags hears of it), then delete
     it; its history goes with it."""
     with transaction.atomic():
+        lock_tags([tag.pk], for_delete=True)  # waits for writers of its links; later ones find it gone
         if hasattr(tag, "rule"):
             delete_rule(tag.rule)
         carriers = Customer.objects.filter(tag_links__tag=tag)

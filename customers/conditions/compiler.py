@@ -92,14 +92,17 @@ def _scans(node: Node) -> bool:
 
 def _all_q(node: Node, ctx: Context) -> Q:
     """AND of the children. The aggregates among them read only the rows of the customers the cheap ones leave,
-    and those over the same rows ("≥ 3 orders and over ¥1,000 in 365 days") share one GROUP BY."""
+    and those over the same rows ("≥ 3 orders and over ¥1,000 in 365 days") share one GROUP BY. A customer in
+    such a group has passed the cheap children already, so they are not tested a second time outside it."""
     cheap = [child for child in node.children if not _scans(child)]
     scanning = [child for child in node.children if _scans(child)]
-    combined = Q()
+    cheap_q = Q()
     for child in cheap:
-        combined &= to_q(child, ctx)
-    if scanning and cheap and ctx.customer_ids is None:
-        ctx = replace(ctx, candidates=combined if ctx.candidates is None else ctx.candidates & combined)
+        cheap_q &= to_q(child, ctx)
+    narrowed = bool(scanning and cheap) and ctx.customer_ids is None
+    if narrowed:
+        ctx = replace(ctx, candidates=cheap_q if ctx.candidates is None else ctx.candidates & cheap_q)
+    combined = Q()
     by_rows: dict[str, list[registry.Aggregate]] = {}
     for child in scanning:
         aggregate = registry.get(child.predicate).aggregate(child.params, ctx) if child.kind == "predicate" else None
@@ -107,9 +110,11 @@ def _all_q(node: Node, ctx: Context) -> Q:
             combined &= to_q(child, ctx)
         else:
             by_rows.setdefault(aggregate.source, []).append(aggregate)
+    within_candidates = False  # some group selects only candidates (not the complement form)
     for aggregates in by_rows.values():
         combined &= registry.aggregates_q(aggregates, ctx)
-    return combined
+        within_candidates |= not all(aggregate.empty_matches for aggregate in aggregates)
+    return combined if narrowed and within_candidates else cheap_q & combined
 
 
 def describe(node: Node, *, top: bool = True) -> str:

@@ -212,3 +212,73 @@ def test_a_rule_whose_run_after_saving_was_lost_is_run_by_the_minutes_sweep(
     OrderFactory(customer=customer2, amount=Decimal("2000.00"))
     tasks.evaluate_pending_rules()  # nothing pending: run once, not every minute
     assert tags_of(customer2) == set()
+
+
+def test_tagging_with_an_unknown_tag_is_refused_and_writes_nothing():
+    customer, tag = CustomerFactory(), TagFactory()
+
+    with pytest.raises(services.TagError) as refused:
+        services.add_tags([customer.pk], [tag.pk, 10**12], source=TagSource.API)
+
+    assert refused.value.errors == {"tags": [f"No tag with id {10**12}."]}
+    assert not CustomerTag.objects.exists()
+    assert not TagHistory.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_a_tag_waits_for_a_tagging_in_flight_and_leaves_no_link_behind():
+    import threading
+
+    from django.db import transaction
+
+    customers, tag = CustomerFactory.create_batch(3), TagFactory()
+    tag_id = tag.pk
+    tagged, release, failures = threading.Event(), threading.Event(), []
+
+    def tag_everyone() -> None:
+        try:
+            with transaction.atomic():
+                services.add_tags([c.pk for c in customers], [tag.pk], source=TagSource.MANUAL)
+                tagged.set()
+                release.wait(timeout=10)  # still uncommitted while the deletion starts
+        except Exception as exc:
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    def delete() -> None:
+        try:
+            services.delete_tag(tag)
+        except Exception as exc:
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    writer = threading.Thread(target=tag_everyone)
+    writer.start()
+    assert tagged.wait(timeout=10)
+    deleter = threading.Thread(target=delete)
+    deleter.start()
+    assert wait_for_a_lock_wait()  # the deletion waits on the writer's lock
+    release.set()
+    writer.join(timeout=10)
+    deleter.join(timeout=10)
+
+    assert failures == []
+    assert not CustomerTag.objects.filter(tag_id=tag_id).exists()
+    assert sorted(events_of("tag.removed")) == sorted((c.pk, tag_id) for c in customers)
+
+
+def wait_for_a_lock_wait(seconds: float = 10) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return True
+            time.sleep(0.01)
+    return False

@@ -258,6 +258,8 @@ FROM segments_customerrfm GROUP BY rfm_class
 
 MEMBERS_SQL = "SELECT customer_id FROM segments_customerrfm WHERE rfm_class = %s"
 ASSIGNMENT_SQL = "SELECT customer_id, 'rfm:' || rfm_class FROM segments_customerrfm"
+# Up to this many changed rows, only their customers' model-segment memberships are compared (a nightly run).
+COMPARE_ONLY_MOVERS_UP_TO = 200_000
 MOVERS_SQL = "SELECT customer_id FROM {changes}"  # every changed row: a merge may have moved a membership to it
 
 
@@ -331,9 +333,10 @@ def recompute_rfm(*, as_of: date | None = None, work_mem: str = "256MB") -> RfmR
                 summary = cursor.fetchall()
             refresh_statistics("segments_customerrfm", inserted)  # a first run: rules read the classes at once
         counts = summarize(summary)
+        few = updated + inserted + gone <= COMPARE_ONLY_MOVERS_UP_TO  # a first run compares everyone at once
         changes = sync_model_segments(
             "rfm:", model_segments(), at=at, assignment_sql=ASSIGNMENT_SQL,
-            movers_sql=" UNION ALL ".join(MOVERS_SQL.format(changes=table) for table in changed),
+            movers_sql=" UNION ALL ".join(MOVERS_SQL.format(changes=table) for table in changed) if few else None,
             expected_sizes={f"rfm:{value}": c["count"] for value, c in counts.items()},
         )  # fmt: skip
         run.counts = counts
