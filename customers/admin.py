@@ -1,6 +1,8 @@
 from django.contrib import admin
+from django.db import transaction
 
 from customers import models as m
+from customers.services.ingest import delete_order, record_order_changes
 from customers.visibility import customer_visibility_q
 
 
@@ -90,6 +92,23 @@ class OrderAdmin(admin.ModelAdmin):
     raw_id_fields = ("customer", "channel", "staff")
     inlines = [OrderLineInline]
     show_full_result_count = False
+
+    # Edits here bypass the bulk upsert: each writes its order.updated events (for both customers when the order
+    # moved), so auto tags, segments and RFM hear of it like of any other order change.
+    def save_model(self, request, obj, form, change):
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            before = form.initial.get("customer") if change else None
+            customers = {obj.customer_id, *([before] if before and before != obj.customer_id else [])}
+            record_order_changes([(customer, obj.pk) for customer in sorted(customers)])
+
+    def delete_model(self, request, obj):
+        delete_order(obj)
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():
+            record_order_changes(list(queryset.values_list("customer_id", "pk")), deleted=True)
+            super().delete_queryset(request, queryset)
 
 
 @admin.register(m.Event)

@@ -181,6 +181,9 @@ CELERY_TASK_PUBLISH_RETRY = False  # a dead broker fails the send at once; the d
 BULK_MAX_ROWS = 10_000
 # Domain events are consumed per shard of customers (one worker per shard at a time keeps each customer's order).
 DOMAIN_EVENT_SHARDS = env("DOMAIN_EVENT_SHARDS", default=4, cast=int)
+# RFM runs are incremental (the customers whose orders changed, the window's edges) and full, checking everything,
+# when the last full run is this many days old (docs/segments.md).
+RFM_FULL_RECOMPUTE_DAYS = env("RFM_FULL_RECOMPUTE_DAYS", default=7, cast=int)
 
 # Messaging (docs/messaging.md). A channel's backend is a dotted path, like Django's EMAIL_BACKEND; every channel
 # writes to the console backend (the log and a table shown in the UI) until its own backend is configured.

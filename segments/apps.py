@@ -14,6 +14,7 @@ class SegmentsConfig(AppConfig):
         register_merge_relation(MergeRelation("segments.SegmentMembership", unique_with=("segment",)))
         register_merge_relation(MergeRelation("segments.SegmentExclusion", unique_with=("segment",)))
         register_consumer("segments.membership", consumers.KINDS, consumers.update_changed_customers)
+        register_consumer("segments.rfm_rechecks", consumers.RFM_KINDS, consumers.recheck_rfm)
         self.register_customer_page_extensions()
 
     def register_customer_page_extensions(self) -> None:

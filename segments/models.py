@@ -328,6 +328,11 @@ class RfmRun(models.Model):
     duration_ms = models.PositiveIntegerField(_("duration (ms)"), default=0)
     counts = models.JSONField(_("classes"), default=dict)
     transitions = models.PositiveIntegerField(_("class changes"), default=0)
+    # A full run aggregates every customer's orders; an incremental one only those of the customers whose orders
+    # changed since the previous run (RfmRecheck) or entered or left the window, and re-scores the others from
+    # their stored values. `parameters` is what both must share for a run to build on the previous one.
+    full = models.BooleanField(_("full recompute"), default=True)
+    parameters = models.JSONField(_("parameters"), default=dict, blank=True)
 
     class Meta:
         verbose_name = _("RFM run")
@@ -336,6 +341,23 @@ class RfmRun(models.Model):
 
     def __str__(self) -> str:
         return f"RFM {self.as_of}"
+
+
+class RfmRecheck(models.Model):
+    """A customer whose orders changed (placed, updated, refunded, deleted, moved by a merge or its undoing) since
+    the last RFM run: the next incremental run recomputes her values. Written by the segments app's consumer of
+    those domain events; append-only (no unique key, so writers never wait on each other or on a run), and a run
+    takes the rows it can see and deletes them in its own transaction."""
+
+    id = models.BigAutoField(primary_key=True)
+    customer_id = models.BigIntegerField(_("customer"))
+
+    class Meta:
+        verbose_name = _("RFM recheck")
+        verbose_name_plural = _("RFM rechecks")
+
+    def __str__(self) -> str:
+        return f"{self.customer_id}"
 
 
 class RfmTransition(models.Model):

@@ -41,6 +41,7 @@ def retry_stalled_recomputes() -> None:
 
 @shared_task(ignore_result=True, expires=7200)
 def recompute_layers() -> None:
-    """Nightly: RFM, AIPL, lifecycle and ladder recomputed set-based; their model segments follow (idempotent)."""
-    outcomes = layers.recompute_layers()
+    """Nightly: RFM (incremental, full weekly), AIPL, lifecycle and ladder recomputed set-based; their model
+    segments follow (idempotent)."""
+    outcomes = layers.recompute_layers(incremental=True)
     logger.info("segments.layers_recomputed", extra={"outcomes": outcomes})

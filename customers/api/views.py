@@ -21,6 +21,7 @@ from customers.services.ingest import (
     bulk_record_events,
     bulk_upsert_customers,
     bulk_upsert_orders,
+    delete_order,
 )
 from customers.services.merge import merge_customers, undo_merge
 from customers.services.transfer import transfer_customers
@@ -193,6 +194,9 @@ class OrderViewSet(viewsets.ModelViewSet):
         if not request.user.can_manage:
             raise NotFound()
         return super().destroy(request, *args, **kwargs)
+
+    def perform_destroy(self, instance):
+        delete_order(instance)  # with its domain event: tags, segments and RFM re-read the customer's orders
 
     @extend_schema(request=s.BulkInput, responses={200: s.BulkOutput, 400: s.BulkOutput})
     @action(detail=False, methods=["post"])

@@ -600,3 +600,18 @@ def _write_customers(changes: dict[int, dict[str, Any]], *, user) -> set[int]:
     if changed:
         domain_events.kick_after_commit()
     return changed
+
+
+def record_order_changes(orders: Sequence[tuple[int, int]], *, deleted: bool = False) -> int:
+    """Write `order.updated` events for orders changed or deleted outside the bulk upsert (the API's DELETE, the
+    admin), `orders` being (customer id, order id) pairs, in the caller's transaction: whatever reads orders (auto
+    tags, segments, RFM) hears of it."""
+    payloads = [{"order_id": order_id, **({"deleted": True} if deleted else {})} for _customer, order_id in orders]
+    return domain_events.record(DomainEventKind.ORDER_UPDATED, [customer for customer, _order in orders], payloads)
+
+
+def delete_order(order) -> None:
+    """Delete an order (its lines go with it) and tell the consumers, in one transaction."""
+    with transaction.atomic():
+        record_order_changes([(order.customer_id, order.pk)], deleted=True)
+        order.delete()

@@ -21,10 +21,15 @@ MODELS = ("rfm", *LayerModel.values)
 
 
 def recompute_layers(
-    models: tuple[str, ...] | list[str] = MODELS, *, as_of: date | None = None, now: datetime | None = None
+    models: tuple[str, ...] | list[str] = MODELS,
+    *,
+    as_of: date | None = None,
+    now: datetime | None = None,
+    incremental: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """Recompute the given models, RFM first. A model that fails is logged and reported without stopping the
-    others (each commits on its own). Returns, per model, its outcome or `{"error": …}`."""
+    """Recompute the given models, RFM first (incrementally when asked and possible: the nightly run). A model
+    that fails is logged and reported without stopping the others (each commits on its own). Returns, per model,
+    its outcome or `{"error": …}`."""
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         raise ValueError(f"unknown layering models: {', '.join(unknown)}")
@@ -32,9 +37,9 @@ def recompute_layers(
     for model in (m for m in MODELS if m in models):
         try:
             if model == "rfm":
-                run = recompute_rfm(as_of=as_of)
-                outcomes[model] = {"run": run.pk, "as_of": str(run.as_of), "transitions": run.transitions,
-                                   "duration_ms": run.duration_ms}  # fmt: skip
+                run = recompute_rfm(as_of=as_of, incremental=incremental)
+                outcomes[model] = {"run": run.pk, "as_of": str(run.as_of), "full": run.full,
+                                   "transitions": run.transitions, "duration_ms": run.duration_ms}  # fmt: skip
             else:
                 outcomes[model] = recompute_stages(model, now=now).as_dict()
         except Exception as exc:

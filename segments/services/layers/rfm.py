@@ -10,9 +10,11 @@ Rows store that date, not days since it, so a run whose reference date moved rew
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -37,6 +39,7 @@ from segments.models import (
 from segments.services.layers.model_segments import ModelSegment, lock_model, set_work_mem, sync_model_segments
 
 logger = logging.getLogger(__name__)
+_names = itertools.count(1)
 
 QUANTILE_CUTS = [0.2, 0.4, 0.6, 0.8]
 DIMENSIONS = ("r", "f", "m")
@@ -158,6 +161,18 @@ THRESHOLD_SCORES = """
     FROM valued v
 """
 
+CLASS_SQL = """CASE WHEN f.r_score IS NULL THEN 'no_purchase'
+                ELSE CASE WHEN f.m_score >= %(high_m)s THEN 'important_' ELSE 'general_' END
+                     || CASE WHEN f.r_score >= %(high_r)s
+                             THEN CASE WHEN f.f_score >= %(high_f)s THEN 'value' ELSE 'develop' END
+                             ELSE CASE WHEN f.f_score >= %(high_f)s THEN 'keep' ELSE 'retain' END END
+           END"""
+CHANGED = """(old_last, old_frequency, old_monetary, old_r, old_f, old_m, old_class)
+                IS DISTINCT FROM (last_purchase_on, frequency, monetary, r_score, f_score, m_score, rfm_class)"""
+
+# `OFFSET 0` keeps a subquery from being merged into the query above it: scores and classes are then worked out
+# once per row, not again wherever the class, the comparison and the output name them (a second at a million).
+
 # Two statements. First the changes, read-only, into a temporary table (a statement that writes gets no parallel
 # workers; this one aggregates the orders with two): values for everyone with a purchase before the end of the
 # window (buyers in the window get scores and a class; earlier buyers are no_purchase with their recency) that
@@ -183,31 +198,91 @@ valued AS (
 ),{ranks}
 fresh AS (
     SELECT v.customer_id, v.last_purchase_on, v.frequency, v.monetary, {scores}
+    OFFSET 0
 ),
 x AS (
     SELECT coalesce(f.customer_id, old.customer_id) AS customer_id, f.last_purchase_on,
            coalesce(f.frequency, 0) AS frequency, coalesce(f.monetary, 0) AS monetary,
            f.r_score, f.f_score, f.m_score,
-           CASE WHEN f.r_score IS NULL THEN 'no_purchase'
-                ELSE CASE WHEN f.m_score >= %(high_m)s THEN 'important_' ELSE 'general_' END
-                     || CASE WHEN f.r_score >= %(high_r)s
-                             THEN CASE WHEN f.f_score >= %(high_f)s THEN 'value' ELSE 'develop' END
-                             ELSE CASE WHEN f.f_score >= %(high_f)s THEN 'keep' ELSE 'retain' END END
-           END AS rfm_class,
+           {rfm_class} AS rfm_class,
            old.customer_id IS NOT NULL AS has_row, old.rfm_class AS old_class, old.last_purchase_on AS old_last,
            old.frequency AS old_frequency, old.monetary AS old_monetary, old.r_score AS old_r,
            old.f_score AS old_f, old.m_score AS old_m
     FROM fresh f FULL JOIN segments_customerrfm old ON old.customer_id = f.customer_id
     WHERE f.customer_id IS NOT NULL OR old.rfm_class <> 'no_purchase' OR old.last_purchase_on IS NOT NULL
           OR old.frequency <> 0 OR old.customer_id IN (SELECT id FROM merged)
+    OFFSET 0
 )
 SELECT customer_id, last_purchase_on, frequency, monetary, r_score, f_score, m_score, rfm_class, has_row,
        old_class, customer_id IN (SELECT id FROM merged) AS gone
 FROM x
-WHERE CASE WHEN customer_id IN (SELECT id FROM merged) THEN has_row
-           ELSE (old_last, old_frequency, old_monetary, old_r, old_f, old_m, old_class)
-                IS DISTINCT FROM (last_purchase_on, frequency, monetary, r_score, f_score, m_score, rfm_class) END
+WHERE CASE WHEN customer_id IN (SELECT id FROM merged) THEN has_row ELSE {changed} END
 """
+# An incremental run: the same changes, reading the orders of the customers they can concern only. A customer's
+# values change only if her orders changed since the previous run (the rechecks taken from RfmRecheck, written by
+# the consumer of order and merge events) or one of her orders entered or left the window as the reference date
+# moved (its two edges, read through the orders' time index). Everyone else keeps her stored values; her scores
+# and class are worked out again from them, as the cut points and the date may have moved, without a join: the
+# stored row is both her values and her old result. The ranks then come from the same values as in a full run,
+# so both give the same result (tested), and the weekly full run checks it.
+INCREMENTAL_CHANGES_SQL = """
+WITH merged AS (SELECT id FROM customers_customer WHERE merged_into_id IS NOT NULL),
+touched AS (
+    SELECT customer_id FROM {rechecks}
+    UNION
+    SELECT customer_id FROM customers_order
+    WHERE (ordered_at >= %(prev_start)s AND ordered_at < %(start)s)
+       OR (ordered_at >= %(prev_end)s AND ordered_at < %(end)s)
+),
+purchases AS (
+    SELECT customer_id,
+           max(ordered_at) AS last_at,
+           count(*) FILTER (WHERE ordered_at >= %(start)s) AS frequency,
+           coalesce(sum(amount - refunded_amount) FILTER (WHERE ordered_at >= %(start)s), 0) AS monetary
+    FROM customers_order
+    WHERE customer_id IN (SELECT customer_id FROM touched) AND customer_id NOT IN (SELECT id FROM merged)
+          AND status = ANY(%(statuses)s::text[]) AND ordered_at < %(end)s
+    GROUP BY customer_id
+),
+touched_values AS (
+    SELECT t.customer_id, (p.last_at AT TIME ZONE %(zone)s)::date AS last_purchase_on,
+           coalesce(p.frequency, 0) AS frequency, coalesce(p.monetary, 0) AS monetary,
+           p.customer_id IS NOT NULL AS bought, t.customer_id IN (SELECT id FROM merged) AS gone
+    FROM touched t LEFT JOIN purchases p ON p.customer_id = t.customer_id
+),
+stored_or_touched AS (
+    SELECT coalesce(s.customer_id, t.customer_id) AS customer_id, t.customer_id IS NOT NULL AS touched,
+           CASE WHEN t.customer_id IS NULL THEN s.last_purchase_on ELSE t.last_purchase_on END AS last_purchase_on,
+           CASE WHEN t.customer_id IS NULL THEN s.frequency ELSE t.frequency END AS frequency,
+           CASE WHEN t.customer_id IS NULL THEN s.monetary ELSE t.monetary END AS monetary,
+           s.customer_id IS NOT NULL AS has_row, s.rfm_class AS old_class, s.last_purchase_on AS old_last,
+           s.frequency AS old_frequency, s.monetary AS old_monetary, s.r_score AS old_r, s.f_score AS old_f,
+           s.m_score AS old_m, coalesce(t.gone, FALSE) AS gone
+    FROM segments_customerrfm s FULL JOIN touched_values t ON t.customer_id = s.customer_id
+    WHERE s.customer_id IS NOT NULL OR NOT t.gone  -- a touched customer without a row gets one (a merge undone)
+    OFFSET 0
+),
+valued AS (SELECT *, %(as_of)s::date - last_purchase_on AS recency_days FROM stored_or_touched),{ranks}
+fresh AS (
+    SELECT v.customer_id, v.last_purchase_on, v.frequency, v.monetary, v.has_row, v.old_class, v.old_last,
+           v.old_frequency, v.old_monetary, v.old_r, v.old_f, v.old_m, v.gone, {scores}
+    OFFSET 0
+),
+x AS (SELECT f.*, {rfm_class} AS rfm_class FROM fresh f OFFSET 0)
+SELECT customer_id, last_purchase_on, frequency, monetary, r_score, f_score, m_score, rfm_class, has_row,
+       old_class, gone
+FROM x
+WHERE CASE WHEN gone THEN has_row ELSE {changed} END
+"""
+# The rechecks a run handles: those it can see, deleted in its transaction (a consumer's recheck committed later
+# stays for the next run; a run that fails leaves them all).
+TAKE_RECHECKS_SQL = (
+    "CREATE TEMP TABLE {name} (customer_id bigint) ON COMMIT DROP",
+    "WITH taken AS (DELETE FROM segments_rfmrecheck RETURNING customer_id)"
+    " INSERT INTO {name} SELECT DISTINCT customer_id FROM taken",
+    "ANALYZE {name}",
+)
+RECHECK_SQL = "INSERT INTO segments_rfmrecheck (customer_id) SELECT unnest(%s::bigint[])"
 # Customers with no row after the changes are written (new since the last run, never bought; a first run's
 # non-buyers; a merge undone): no_purchase rows, in the shape of the changes. Looked for only when customers
 # outnumber rows (two counts, 0.2 s), so a night without such customers does not compare a million customers with
@@ -223,6 +298,11 @@ UNCLASSIFIED_EXIST_SQL = """
 SELECT (SELECT count(*) FROM customers_customer WHERE merged_into_id IS NULL)
        > (SELECT count(*) FROM segments_customerrfm)
 """
+# An incremental run has given rows to the customers it touched; the others without one are customers created since
+# the previous run (ids only grow), found by an index range instead of two counts and a comparison of everyone. One
+# created by a transaction that committed after a run saw a higher id waits for the weekly full run.
+LAST_ROW_SQL = "SELECT coalesce(max(customer_id), 0) FROM segments_customerrfm"
+NEW_CUSTOMERS_SQL = UNCLASSIFIED_SQL.rstrip() + " AND c.id > %s\n"
 
 WRITE_SQL = """
 WITH n AS (SELECT * FROM {changes}),
@@ -262,23 +342,83 @@ FROM segments_customerrfm GROUP BY rfm_class
 
 MEMBERS_SQL = "SELECT customer_id FROM segments_customerrfm WHERE rfm_class = %s"
 ASSIGNMENT_SQL = "SELECT customer_id, 'rfm:' || rfm_class FROM segments_customerrfm"
+# An incremental run reads the orders at the window's edges for the days the reference date moved: up to a week.
+MAX_INCREMENTAL_DAYS = 7
 # Up to this many changed rows, only their customers' model-segment memberships are compared (a nightly run).
 COMPARE_ONLY_MOVERS_UP_TO = 200_000
-MOVERS_SQL = "SELECT customer_id FROM {changes}"  # every changed row: a merge may have moved a membership to it
+# The customers whose class changed, who are new or gone, and those whose orders a merge moved (an incremental
+# run's rechecks): a merge may have moved a membership to them. A score changing within a class moves nobody.
+MOVERS_SQL = "SELECT customer_id FROM {changes} WHERE gone OR NOT has_row OR old_class IS DISTINCT FROM rfm_class"
+RECHECKED_SQL = "SELECT customer_id FROM {rechecks}"
 
 
-def _sql_params(p: RfmParameters, *, run: RfmRun, at: datetime) -> tuple[str, dict[str, Any]]:
+def _sql_params(
+    p: RfmParameters, *, run: RfmRun, at: datetime, base: RfmRun | None, rechecks: str | None
+) -> tuple[str, dict[str, Any]]:
+    """The changes statement and its values: a full run's, or an incremental one's building on `base`."""
     start, end = p.window()
     values: dict[str, Any] = {
         "start": start, "end": end, "as_of": p.as_of, "zone": settings.TIME_ZONE, "statuses": list(COUNTED_STATUSES),
         "run": run.pk, "at": at, **{f"high_{dim}": p.high_from[dim] for dim in DIMENSIONS},
     }  # fmt: skip
+    if base is not None:
+        values["prev_start"], values["prev_end"] = replace(p, as_of=base.as_of).window()
+    template = CHANGES_SQL if base is None else INCREMENTAL_CHANGES_SQL
+    parts = {"rfm_class": CLASS_SQL, "changed": CHANGED, "rechecks": rechecks}
     if p.method == RfmMethod.QUANTILE:
         values["cuts"] = QUANTILE_CUTS
-        return CHANGES_SQL.format(ranks=QUANTILE_RANKS, scores=QUANTILE_SCORES), values
+        return template.format(ranks=QUANTILE_RANKS, scores=QUANTILE_SCORES, **parts), values
     for dim in DIMENSIONS:
         values.update({f"{dim}{score}": b for score, b in zip((5, 4, 3, 2), p.thresholds[dim], strict=True)})
-    return CHANGES_SQL.format(ranks="", scores=THRESHOLD_SCORES), values
+    return template.format(ranks="", scores=THRESHOLD_SCORES, **parts), values
+
+
+def fingerprint(p: RfmParameters) -> dict[str, Any]:
+    """What two runs must share for the second to build on the first's stored rows."""
+    return {
+        "window_days": p.window_days, "method": p.method, "high_from": p.high_from,
+        "thresholds": {dim: [str(b) for b in bounds] for dim, bounds in p.thresholds.items()},
+    }  # fmt: skip
+
+
+def incremental_base(p: RfmParameters) -> RfmRun | None:
+    """The previous run an incremental run can build on, or None when this run must be full: no previous run, or
+    one with other parameters (window, scoring, cuts) or a later reference date (a backtest going back) or more
+    than MAX_INCREMENTAL_DAYS before this one's, or a last full run RFM_FULL_RECOMPUTE_DAYS old (the weekly check
+    that nothing drifted: orders written without their domain events, by hand in the database)."""
+    runs = RfmRun.objects.order_by("-started_at", "-pk")
+    last = runs.first()
+    if (
+        last is None
+        or last.parameters != fingerprint(p)
+        or not 0 <= (p.as_of - last.as_of).days <= MAX_INCREMENTAL_DAYS
+    ):
+        return None
+    last_full = runs.filter(full=True).values_list("started_at", flat=True).first()
+    if (
+        last_full is None
+        or (workspace_today() - timezone.localdate(last_full)).days >= settings.RFM_FULL_RECOMPUTE_DAYS
+    ):
+        return None
+    return last
+
+
+def take_rechecks() -> str:
+    """Move the visible rechecks into a temporary table (deleting them in this transaction); return its name."""
+    name = f"rfm_rechecks_{next(_names)}"
+    with connection.cursor() as cursor:
+        for statement in TAKE_RECHECKS_SQL:
+            cursor.execute(statement.format(name=name))
+    return name
+
+
+def recheck(customer_ids: Iterable[int]) -> int:
+    """Note customers whose orders changed, for the next incremental run (the consumer of order events calls it)."""
+    ids = sorted(set(customer_ids))
+    if ids:
+        with connection.cursor() as cursor:
+            cursor.execute(RECHECK_SQL, [ids])
+    return len(ids)
 
 
 def model_segments() -> list[ModelSegment]:
@@ -309,25 +449,43 @@ def summarize(rows: list[tuple]) -> dict[str, dict[str, Any]]:
     return counts
 
 
-def recompute_rfm(*, as_of: date | None = None, work_mem: str = "256MB") -> RfmRun:
+def recompute_rfm(*, as_of: date | None = None, incremental: bool = False, work_mem: str = "256MB") -> RfmRun:
     """Recompute every customer's RFM as of `as_of` (default: settings.rfm_as_of, else today in the workspace
     zone), record class changes and the run's snapshot, and move the 9 model segments — one transaction, under the
-    model's lock. Idempotent: the same data and date change nothing (no transition, no membership row)."""
+    model's lock. Idempotent: the same data and date change nothing (no transition, no membership row).
+
+    A full run aggregates every customer's orders. `incremental=True` (the nightly run) builds on the previous
+    run when it can (`incremental_base`): it reads the orders of the customers they can concern only, and is full
+    otherwise and weekly. Both give the same result."""
     started = time.monotonic()
     at = timezone.now()
     with transaction.atomic(durable=True):
         lock_model("rfm")
         set_work_mem(work_mem)
         p = parameters(LayeringSettings.load(), as_of)
-        run = RfmRun.objects.create(started_at=at, as_of=p.as_of, window_days=p.window_days, method=p.method)
-        sql, values = _sql_params(p, run=run, at=at)
+        base = incremental_base(p) if incremental else None
+        run = RfmRun.objects.create(started_at=at, as_of=p.as_of, window_days=p.window_days, method=p.method,
+                                    full=base is None, parameters=fingerprint(p))  # fmt: skip
+        if base is None:
+            with connection.cursor() as cursor:
+                cursor.execute("DELETE FROM segments_rfmrecheck")  # before the orders are read: all are covered
+            rechecks = None
+        else:
+            rechecks = take_rechecks()
+        sql, values = _sql_params(p, run=run, at=at, base=base, rechecks=rechecks)
         changed = [materialize(sql, values)]
         with connection.cursor() as cursor:
+            cursor.execute(LAST_ROW_SQL)
+            last_row = cursor.fetchone()[0]
             cursor.execute(WRITE_SQL.format(changes=changed[0]), values)
             moves, updated, inserted, gone = cursor.fetchone()
-            cursor.execute(UNCLASSIFIED_EXIST_SQL)
-            if cursor.fetchone()[0]:
-                changed.append(materialize(UNCLASSIFIED_SQL, ()))
+            if base is None:
+                cursor.execute(UNCLASSIFIED_EXIST_SQL)
+                unclassified = (UNCLASSIFIED_SQL, ()) if cursor.fetchone()[0] else None
+            else:
+                unclassified = (NEW_CUSTOMERS_SQL, (last_row,))
+            if unclassified:
+                changed.append(materialize(*unclassified))
                 cursor.execute(WRITE_SQL.format(changes=changed[1]), values)
                 more_moves, _updated, more_inserted, _gone = cursor.fetchone()
                 moves, inserted = moves + more_moves, inserted + more_inserted
@@ -337,7 +495,10 @@ def recompute_rfm(*, as_of: date | None = None, work_mem: str = "256MB") -> RfmR
         few = updated + inserted + gone <= COMPARE_ONLY_MOVERS_UP_TO  # a first run compares everyone at once
         changes = sync_model_segments(
             "rfm:", model_segments(), at=at, assignment_sql=ASSIGNMENT_SQL,
-            movers_sql=" UNION ALL ".join(MOVERS_SQL.format(changes=table) for table in changed) if few else None,
+            movers_sql=" UNION ALL ".join(
+                [MOVERS_SQL.format(changes=table) for table in changed]
+                + ([RECHECKED_SQL.format(rechecks=rechecks)] if rechecks else [])
+            ) if few else None,
             expected_sizes={f"rfm:{value}": c["count"] for value, c in counts.items()},
         )  # fmt: skip
         run.counts = counts
@@ -346,7 +507,7 @@ def recompute_rfm(*, as_of: date | None = None, work_mem: str = "256MB") -> RfmR
         run.save(update_fields=["counts", "transitions", "duration_ms"])
     logger.info(
         "segments.rfm_recomputed",
-        extra={"run": run.pk, "as_of": str(p.as_of), "transitions": moves,
+        extra={"run": run.pk, "as_of": str(p.as_of), "full": run.full, "transitions": moves,
                "updated": updated, "inserted": inserted, "removed": gone, "duration_ms": run.duration_ms,
                "entered": sum(c.entered for c in changes.values()),
                "exited": sum(c.exited for c in changes.values())},
