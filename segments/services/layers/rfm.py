@@ -161,6 +161,12 @@ THRESHOLD_SCORES = """
     FROM valued v
 """
 
+# A customer's purchases: the last one (in the window or not), and the count and net spend in the window.
+PURCHASES_SQL = """SELECT customer_id,
+           max(ordered_at) AS last_at,
+           count(*) FILTER (WHERE ordered_at >= %(start)s) AS frequency,
+           coalesce(sum(amount - refunded_amount) FILTER (WHERE ordered_at >= %(start)s), 0) AS monetary
+    FROM customers_order"""
 CLASS_SQL = """CASE WHEN f.r_score IS NULL THEN 'no_purchase'
                 ELSE CASE WHEN f.m_score >= %(high_m)s THEN 'important_' ELSE 'general_' END
                      || CASE WHEN f.r_score >= %(high_r)s
@@ -183,11 +189,7 @@ CHANGED = """(old_last, old_frequency, old_monetary, old_r, old_f, old_m, old_cl
 CHANGES_SQL = """
 WITH merged AS (SELECT id FROM customers_customer WHERE merged_into_id IS NOT NULL),
 purchases AS (
-    SELECT customer_id,
-           max(ordered_at) AS last_at,
-           count(*) FILTER (WHERE ordered_at >= %(start)s) AS frequency,
-           coalesce(sum(amount - refunded_amount) FILTER (WHERE ordered_at >= %(start)s), 0) AS monetary
-    FROM customers_order
+    {purchases}
     WHERE status = ANY(%(statuses)s::text[]) AND ordered_at < %(end)s
     GROUP BY customer_id
 ),
@@ -235,11 +237,7 @@ touched AS (
        OR (ordered_at >= %(prev_end)s AND ordered_at < %(end)s)
 ),
 purchases AS (
-    SELECT customer_id,
-           max(ordered_at) AS last_at,
-           count(*) FILTER (WHERE ordered_at >= %(start)s) AS frequency,
-           coalesce(sum(amount - refunded_amount) FILTER (WHERE ordered_at >= %(start)s), 0) AS monetary
-    FROM customers_order
+    {purchases}
     WHERE customer_id IN (SELECT customer_id FROM touched) AND customer_id NOT IN (SELECT id FROM merged)
           AND status = ANY(%(statuses)s::text[]) AND ordered_at < %(end)s
     GROUP BY customer_id
@@ -364,7 +362,7 @@ def _sql_params(
     if base is not None:
         values["prev_start"], values["prev_end"] = replace(p, as_of=base.as_of).window()
     template = CHANGES_SQL if base is None else INCREMENTAL_CHANGES_SQL
-    parts = {"rfm_class": CLASS_SQL, "changed": CHANGED, "rechecks": rechecks}
+    parts = {"purchases": PURCHASES_SQL, "rfm_class": CLASS_SQL, "changed": CHANGED, "rechecks": rechecks}
     if p.method == RfmMethod.QUANTILE:
         values["cuts"] = QUANTILE_CUTS
         return template.format(ranks=QUANTILE_RANKS, scores=QUANTILE_SCORES, **parts), values
