@@ -10,7 +10,6 @@ Rows store that date, not days since it, so a run whose reference date moved rew
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections.abc import Iterable
@@ -26,7 +25,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from customers.conditions.predicates import COUNTED_STATUSES
-from customers.conditions.sets import materialize, refresh_statistics
+from customers.conditions.sets import materialize, refresh_statistics, temp_table_name
 from segments.models import (
     LayeringSettings,
     RfmClass,
@@ -39,7 +38,6 @@ from segments.models import (
 from segments.services.layers.model_segments import ModelSegment, lock_model, set_work_mem, sync_model_segments
 
 logger = logging.getLogger(__name__)
-_names = itertools.count(1)
 
 QUANTILE_CUTS = [0.2, 0.4, 0.6, 0.8]
 DIMENSIONS = ("r", "f", "m")
@@ -245,11 +243,11 @@ purchases AS (
 touched_values AS (
     SELECT t.customer_id, (p.last_at AT TIME ZONE %(zone)s)::date AS last_purchase_on,
            coalesce(p.frequency, 0) AS frequency, coalesce(p.monetary, 0) AS monetary,
-           p.customer_id IS NOT NULL AS bought, t.customer_id IN (SELECT id FROM merged) AS gone
+           t.customer_id IN (SELECT id FROM merged) AS gone
     FROM touched t LEFT JOIN purchases p ON p.customer_id = t.customer_id
 ),
 stored_or_touched AS (
-    SELECT coalesce(s.customer_id, t.customer_id) AS customer_id, t.customer_id IS NOT NULL AS touched,
+    SELECT coalesce(s.customer_id, t.customer_id) AS customer_id,
            CASE WHEN t.customer_id IS NULL THEN s.last_purchase_on ELSE t.last_purchase_on END AS last_purchase_on,
            CASE WHEN t.customer_id IS NULL THEN s.frequency ELSE t.frequency END AS frequency,
            CASE WHEN t.customer_id IS NULL THEN s.monetary ELSE t.monetary END AS monetary,
@@ -403,7 +401,7 @@ def incremental_base(p: RfmParameters) -> RfmRun | None:
 
 def take_rechecks() -> str:
     """Move the visible rechecks into a temporary table (deleting them in this transaction); return its name."""
-    name = f"rfm_rechecks_{next(_names)}"
+    name = temp_table_name("rfm_rechecks")
     with connection.cursor() as cursor:
         for statement in TAKE_RECHECKS_SQL:
             cursor.execute(statement.format(name=name))
@@ -473,15 +471,14 @@ def recompute_rfm(*, as_of: date | None = None, incremental: bool = False, work_
         sql, values = _sql_params(p, run=run, at=at, base=base, rechecks=rechecks)
         changed = [materialize(sql, values)]
         with connection.cursor() as cursor:
-            cursor.execute(LAST_ROW_SQL)
-            last_row = cursor.fetchone()[0]
+            if base is not None:  # read before the write adds rows
+                cursor.execute(LAST_ROW_SQL)
+                unclassified = (NEW_CUSTOMERS_SQL, (cursor.fetchone()[0],))
             cursor.execute(WRITE_SQL.format(changes=changed[0]), values)
             moves, updated, inserted, gone = cursor.fetchone()
             if base is None:
                 cursor.execute(UNCLASSIFIED_EXIST_SQL)
                 unclassified = (UNCLASSIFIED_SQL, ()) if cursor.fetchone()[0] else None
-            else:
-                unclassified = (NEW_CUSTOMERS_SQL, (last_row,))
             if unclassified:
                 changed.append(materialize(*unclassified))
                 cursor.execute(WRITE_SQL.format(changes=changed[1]), values)
