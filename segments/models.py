@@ -84,12 +84,18 @@ class MembershipReason(models.TextChoices):
 class SegmentMembership(models.Model):
     """One episode of a customer in a segment: open while `exited_at` is empty. The rows are the history."""
 
-    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="memberships")
+    # No index of its own on either key: the composite indexes below start with each (one index less to write
+    # for each of a night's tens of thousands of moves).
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="memberships", db_index=False)
     # Derived data written set-based (a first RFM run enters a million customers): no per-row database check on the
     # customer, which locked each customer's row and took most of the write. Writers take their customers from
     # the customer table in the same statement; customers are never deleted, and Django applies `on_delete`.
     customer = models.ForeignKey(
-        "customers.Customer", on_delete=models.CASCADE, related_name="segment_memberships", db_constraint=False
+        "customers.Customer",
+        on_delete=models.CASCADE,
+        related_name="segment_memberships",
+        db_constraint=False,
+        db_index=False,
     )
     entered_at = models.DateTimeField(_("entered at"), default=timezone.now)
     exited_at = models.DateTimeField(_("exited at"), null=True, blank=True)

@@ -1,6 +1,6 @@
 """Model segments: one stored segment per class or stage of a layering model ("rfm:important_value",
-"aipl:interest", "lifecycle:vip", "ladder:5"), created on first use and kept by the model's recompute through
-`sync_membership`, so every move writes a history row and a `segment.entered` / `segment.exited` event."""
+"aipl:interest", "lifecycle:vip", "ladder:5"), created on first use and kept by the model's recompute in one
+statement for all of them, so every move writes a history row and a `segment.entered` / `segment.exited` event."""
 
 from __future__ import annotations
 
@@ -15,26 +15,25 @@ from django.db import connection
 from django.utils import timezone, translation
 from django.utils.functional import Promise
 
+from customers import domain_events
+from customers.conditions.sets import refresh_statistics
+from customers.domain_events import outbox_insert_sql
 from segments.models import MembershipReason, RecomputeStatus, Segment, SegmentKind, SegmentSize
-from segments.services.membership import MembershipChange, sync_membership
+from segments.services.membership import MembershipChange, lock_segment
 
 logger = logging.getLogger(__name__)
 
 LOCK_NAMESPACE = 0x5E62  # (namespace, model) advisory locks: one recompute of a model at a time
 MODEL_LOCKS = {"rfm": 1, "aipl": 2, "lifecycle": 3, "ladder": 4}
-NOBODY = "SELECT NULL::bigint WHERE FALSE"
 
 
 @dataclass(frozen=True)
 class ModelSegment:
-    """A class or stage of a model: its segment key, its name and description (translatable), and the SQL
-    selecting its members from the model's stored table."""
+    """A class or stage of a model: its segment key, its name and description (translatable)."""
 
     key: str
     name: Promise | str
     description: Promise | str
-    members_sql: str
-    params: tuple[Any, ...]
 
 
 def lock_model(model: str) -> None:
@@ -66,24 +65,57 @@ def ensure_segments(prefix: str, wanted: list[ModelSegment]) -> dict[str, Segmen
     return existing
 
 
-# The customers whose open memberships in the model's segments differ from what the model says (a class or stage
-# change, a new customer, a merge, a cleared exclusion, a new or former segment): one hash full join. {scope}
-# narrows both sides to the customers a run says may have moved.
-MISMATCH_SQL = """
-WITH seg AS (SELECT id, model_key FROM segments_segment WHERE id = ANY(%s::bigint[])),
+# One statement moves all the model's segments: the customers whose open memberships differ from what the model
+# says, less the operators' exclusions (a class or stage change, a new customer, a merge, an exclusion, a new or
+# former segment) — one hash full join — enter or leave, with their history rows and segment events. A run that
+# knows who may have moved narrows both sides to them: the movers are read first, then their assignment by
+# primary key, then their segment (joining the segments first made a lookup per customer and segment).
+APPLY_SQL = """
+WITH {movers}
+seg AS MATERIALIZED (SELECT id, model_key FROM segments_segment WHERE id = ANY(%(segments)s::bigint[])),
+assigned AS MATERIALIZED ({assigned}),
 want AS (
-    SELECT a.customer_id, seg.id AS segment_id
-    FROM ({assignment}) AS a(customer_id, model_key) JOIN seg ON seg.model_key = a.model_key
-    {scope}
+    SELECT a.customer_id, seg.id AS segment_id FROM assigned a JOIN seg ON seg.model_key = a.model_key
+    WHERE NOT EXISTS (SELECT 1 FROM segments_segmentexclusion x
+                      WHERE x.segment_id = seg.id AND x.customer_id = a.customer_id)
 ),
 have AS (
     SELECT customer_id, segment_id FROM segments_segmentmembership
-    WHERE segment_id = ANY(%s::bigint[]) AND exited_at IS NULL {scope_and}
-)
-SELECT coalesce(w.segment_id, h.segment_id), coalesce(w.customer_id, h.customer_id)
-FROM want w FULL JOIN have h ON h.customer_id = w.customer_id AND h.segment_id = w.segment_id
-WHERE w.customer_id IS NULL OR h.customer_id IS NULL
+    WHERE segment_id = ANY(%(segments)s::bigint[]) AND exited_at IS NULL {scope}
+),
+diff AS MATERIALIZED (
+    SELECT coalesce(w.segment_id, h.segment_id) AS segment_id, coalesce(w.customer_id, h.customer_id) AS customer_id,
+           h.customer_id IS NULL AS enters
+    FROM want w FULL JOIN have h ON h.customer_id = w.customer_id AND h.segment_id = w.segment_id
+    WHERE w.customer_id IS NULL OR h.customer_id IS NULL
+),
+ins AS (
+    INSERT INTO segments_segmentmembership (segment_id, customer_id, entered_at, entry_reason, exit_reason)
+    SELECT segment_id, customer_id, %(at)s, %(reason)s, '' FROM diff WHERE enters ORDER BY segment_id, customer_id
+    ON CONFLICT (segment_id, customer_id) WHERE exited_at IS NULL DO NOTHING
+    RETURNING segment_id, customer_id
+),
+outs AS (
+    UPDATE segments_segmentmembership sm SET exited_at = %(at)s,
+        exit_reason = CASE WHEN EXISTS (SELECT 1 FROM segments_segmentexclusion x
+                                        WHERE x.segment_id = sm.segment_id AND x.customer_id = sm.customer_id)
+                           THEN %(excluded)s ELSE %(reason)s END
+    FROM diff WHERE NOT diff.enters AND sm.segment_id = diff.segment_id AND sm.customer_id = diff.customer_id
+                AND sm.exited_at IS NULL
+    RETURNING sm.segment_id, sm.customer_id
+),
+ev_in AS ({entered_events}),
+ev_out AS ({exited_events})
+SELECT segment_id, count(*) FILTER (WHERE entered), count(*) FILTER (WHERE NOT entered)
+FROM (SELECT segment_id, TRUE AS entered FROM ins UNION ALL SELECT segment_id, FALSE FROM outs) AS moved
+GROUP BY segment_id
 """
+EVERYONE = "SELECT customer_id, model_key FROM ({assignment}) AS a(customer_id, model_key)"
+MOVERS = "movers AS MATERIALIZED (SELECT DISTINCT customer_id FROM ({movers}) AS m(customer_id)),"
+MOVERS_ASSIGNED = """SELECT a.customer_id, a.model_key
+    FROM movers m JOIN ({assignment}) AS a(customer_id, model_key) ON a.customer_id = m.customer_id"""
+MOVERS_SCOPE = "AND customer_id IN (SELECT customer_id FROM movers)"
+SEGMENT_PAYLOAD = "jsonb_build_object('segment_id', segment_id)"
 # Per live segment: its open memberships, and the customers the model puts there whom an operator excluded.
 COUNTS_SQL = """
 SELECT s.model_key,
@@ -91,30 +123,43 @@ SELECT s.model_key,
        (SELECT count(*) FROM segments_segmentexclusion x
         JOIN ({assignment}) AS a(customer_id, model_key) ON a.customer_id = x.customer_id
         WHERE x.segment_id = s.id AND a.model_key = s.model_key)
-FROM segments_segment s WHERE s.id = ANY(%s::bigint[])
+FROM segments_segment s WHERE s.id = ANY(%(segments)s::bigint[])
 """
 SIZES_SQL = """
+UPDATE segments_segment s SET size = s.size + d.entered - d.exited
+FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS d(id, entered, exited) WHERE s.id = d.id
+"""
+RECOUNT_SQL = """
 UPDATE segments_segment s SET size = (
     SELECT count(*) FROM segments_segmentmembership sm WHERE sm.segment_id = s.id AND sm.exited_at IS NULL
 ) WHERE s.id = ANY(%s::bigint[])
 """
-# Above this many customers entering or leaving a segment, one full sync of it is cheaper than lookups per customer.
-FULL_SYNC_ABOVE = 50_000
 
 
-def _mismatches(
-    segment_ids: list[int], assignment_sql: str, params: tuple[Any, ...], movers_sql: str | None
-) -> dict[int, list[int]]:
-    """Segment id → the customers entering or leaving it, over everyone or only `movers_sql`'s customers."""
-    scope = "" if movers_sql is None else f"WHERE a.customer_id IN ({movers_sql})"
-    scope_and = "" if movers_sql is None else f"AND customer_id IN ({movers_sql})"
-    sql = MISMATCH_SQL.format(assignment=assignment_sql, scope=scope, scope_and=scope_and)
-    movers: dict[int, list[int]] = {}
+def _apply(
+    segment_ids: list[int], assignment_sql: str, params: Mapping[str, Any], movers_sql: str | None, *, at: datetime
+) -> dict[int, tuple[int, int]]:
+    """Move the segments to the assignment, over everyone or only `movers_sql`'s customers, under the segments'
+    locks (their other writers wait); segment id → (entered, exited). Sizes follow."""
+    narrow = movers_sql is not None
+    sql = APPLY_SQL.format(
+        movers=MOVERS.format(movers=movers_sql) if narrow else "",
+        assigned=(MOVERS_ASSIGNED if narrow else EVERYONE).format(assignment=assignment_sql),
+        scope=MOVERS_SCOPE if narrow else "",
+        entered_events=outbox_insert_sql("ins", "'segment.entered'", SEGMENT_PAYLOAD, at_sql="%(at)s"),
+        exited_events=outbox_insert_sql("outs", "'segment.exited'", SEGMENT_PAYLOAD, at_sql="%(at)s"),
+    )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [segment_ids, *params, segment_ids])
-        for segment_id, customer_id in cursor.fetchall():
-            movers.setdefault(segment_id, []).append(customer_id)
-    return movers
+        for segment_id in segment_ids:  # ascending, like every writer taking several
+            lock_segment(segment_id)
+        cursor.execute(sql, {**params, "segments": segment_ids, "at": at, "reason": MembershipReason.MODEL.value,
+                             "excluded": MembershipReason.EXCLUDED.value})  # fmt: skip
+        moved = {segment_id: (entered, exited) for segment_id, entered, exited in cursor.fetchall()}
+        if moved:
+            cursor.execute(SIZES_SQL, [list(moved), [e for e, _x in moved.values()], [x for _e, x in moved.values()]])
+            refresh_statistics("segments_segmentmembership", sum(e + x for e, x in moved.values()))
+            domain_events.kick_after_commit()
+    return moved
 
 
 def sync_model_segments(
@@ -123,36 +168,35 @@ def sync_model_segments(
     *,
     at: datetime,
     assignment_sql: str,
-    params: tuple[Any, ...] = (),
+    params: Mapping[str, Any] | None = None,
     movers_sql: str | None = None,
     expected_sizes: Mapping[str, int] | None = None,
 ) -> dict[str, MembershipChange]:
-    """Move the model's segments to what `assignment_sql` says — rows of (customer id, segment key) — in the
-    caller's transaction, through `sync_membership` (history rows, segment events, exclusions honoured). Each
-    segment is synced for the customers entering or leaving it only (in full when many do); segments of the
-    prefix that the model no longer produces are emptied; archived segments are left alone. Returns the changes
-    by key, `matched` being the segment's size afterwards.
+    """Move the model's segments to what `assignment_sql` says — rows of (customer id, segment key), its named
+    `params` — in the caller's transaction, in one statement writing history rows and segment events, operators'
+    exclusions honoured. Segments of the prefix that the model no longer produces are emptied; archived segments
+    are left alone. Returns the changes by key, `matched` being the segment's size afterwards.
 
     A run that knows who moved (`movers_sql`, selecting customer ids, and `expected_sizes`, the model's count
     per key) compares only those customers' memberships, then counts each segment's open memberships: when a
     count differs from the model's, less exclusions (a new or restored segment, memberships changed outside the
     model), everyone is compared and the sizes recounted, in the same call."""
+    params = params or {}
     segments = ensure_segments(prefix, wanted)
-    live = {key: segment for key, segment in segments.items() if not segment.is_archived}
-    segment_ids = sorted(segment.pk for segment in live.values())
+    live = {segment.pk: key for key, segment in segments.items() if not segment.is_archived}
+    segment_ids = sorted(live)
     narrow = movers_sql is not None and expected_sizes is not None
-    mismatches = _mismatches(segment_ids, assignment_sql, params, movers_sql if narrow else None)
-    moved = _sync_movers(wanted, segments, live, mismatches, at=at)
+    moved = _apply(segment_ids, assignment_sql, params, movers_sql if narrow else None, at=at)
     if narrow and (drift := _drift(segment_ids, assignment_sql, params, expected_sizes)):
         logger.warning("segments.model_segments_drift", extra={"prefix": prefix, "drift": drift})
-        mismatches = _mismatches(segment_ids, assignment_sql, params, None)
-        again = _sync_movers(wanted, segments, live, mismatches, at=at)
-        moved = {key: (entered + again[key][0], exited + again[key][1]) for key, (entered, exited) in moved.items()}
+        again = _apply(segment_ids, assignment_sql, params, None, at=at)
+        moved = {pk: tuple(a + b for a, b in zip(moved.get(pk, (0, 0)), again.get(pk, (0, 0)), strict=True))
+                 for pk in {*moved, *again}}  # fmt: skip
         with connection.cursor() as cursor:
-            cursor.execute(SIZES_SQL, [segment_ids])
-    sizes = dict(Segment.objects.filter(pk__in=segment_ids).values_list("model_key", "size"))  # kept by the sync
+            cursor.execute(RECOUNT_SQL, [segment_ids])
+    sizes = dict(Segment.objects.filter(pk__in=segment_ids).values_list("pk", "size"))
     finished = timezone.now()
-    changes = {key: MembershipChange(sizes[key], entered, exited) for key, (entered, exited) in moved.items()}
+    changes = {live[pk]: MembershipChange(sizes[pk], *moved.get(pk, (0, 0))) for pk in segment_ids}
     for key, change in changes.items():
         Segment.objects.filter(model_key=key).update(
             status=RecomputeStatus.IDLE, lease_until=None, last_started_at=at, last_finished_at=finished,
@@ -166,46 +210,16 @@ def sync_model_segments(
 
 
 def _drift(
-    segment_ids: list[int], assignment_sql: str, params: tuple[Any, ...], expected: Mapping[str, int]
+    segment_ids: list[int], assignment_sql: str, params: Mapping[str, Any], expected: Mapping[str, int]
 ) -> dict[str, tuple[int, int]]:
     """Segments whose open memberships do not number what the model says, less exclusions: key → (have, want).
     After a run that compared only its movers, this is the check that nothing else moved (a new or restored
     segment, memberships changed outside the model)."""
     with connection.cursor() as cursor:
-        cursor.execute(COUNTS_SQL.format(assignment=assignment_sql), [*params, segment_ids])
+        cursor.execute(COUNTS_SQL.format(assignment=assignment_sql), {**params, "segments": segment_ids})
         rows = cursor.fetchall()
     return {
         key: (have, expected.get(key, 0) - excluded)
         for key, have, excluded in rows
         if have != expected.get(key, 0) - excluded
     }
-
-
-def _sync_movers(
-    wanted: list[ModelSegment],
-    segments: dict[str, Segment],
-    live: dict[str, Segment],
-    movers: dict[int, list[int]],
-    *,
-    at: datetime,
-) -> dict[str, tuple[int, int]]:
-    """Sync each live segment for its movers; key → (entered, exited)."""
-    queries = {spec.key: (spec.members_sql, list(spec.params)) for spec in wanted}
-    order = [spec.key for spec in wanted] + sorted(set(segments) - set(queries))  # then the former ones
-    moved: dict[str, tuple[int, int]] = {}
-    for key in (k for k in order if k in live):
-        ids = sorted(movers.get(live[key].pk, ()))
-        if not ids:
-            moved[key] = (0, 0)
-            continue
-        sql, sql_params = queries.get(key, (NOBODY, []))
-        incremental = len(ids) <= FULL_SYNC_ABOVE
-        if incremental:  # the ids drive the join, so the plan stays an index lookup per customer
-            sql = f"SELECT x.id FROM unnest(%s::bigint[]) AS u(id) JOIN ({sql}) AS x(id) ON x.id = u.id"  # noqa: S608
-            sql_params = [ids, *sql_params]
-        change = sync_membership(
-            live[key], sql, sql_params, customer_ids=ids if incremental else None,
-            entry_reason=MembershipReason.MODEL, exit_reason=MembershipReason.MODEL, at=at,
-        )  # fmt: skip
-        moved[key] = (change.entered, change.exited)
-    return moved

@@ -280,8 +280,7 @@ SELECT (SELECT count(*) FROM n), (SELECT count(*) FROM updated), (SELECT count(*
        (SELECT count(*) FROM gone)
 """
 
-MEMBERS_SQL = "SELECT customer_id FROM segments_customerstage WHERE model = %s AND stage = %s"
-ASSIGNMENT_SQL = "SELECT customer_id, model || ':' || stage FROM segments_customerstage WHERE model = %s"
+ASSIGNMENT_SQL = "SELECT customer_id, model || ':' || stage FROM segments_customerstage WHERE model = %(model)s"
 
 
 @dataclass(frozen=True)
@@ -333,10 +332,9 @@ def _statement(model: str, layering: LayeringSettings, at: datetime) -> tuple[st
 def model_segments(model: str, stages: list[str]) -> list[ModelSegment]:
     labels = STAGES[LayerModel(model)]
     return [
-        ModelSegment(f"{model}:{stage}", labels[stage], _("Kept by the layering model; see the segments guide."),
-                     MEMBERS_SQL, (model, stage))
+        ModelSegment(f"{model}:{stage}", labels[stage], _("Kept by the layering model; see the segments guide."))
         for stage in stages
-    ]  # fmt: skip
+    ]
 
 
 def recompute_stages(model: str, *, now: datetime | None = None, work_mem: str = "256MB") -> StageRun:
@@ -353,7 +351,7 @@ def recompute_stages(model: str, *, now: datetime | None = None, work_mem: str =
             customers, changed, inserted, removed = cursor.fetchone()
         refresh_statistics("segments_customerstage", inserted)  # a first run: rules read the stages at once
         changes = sync_model_segments(f"{model}:", model_segments(model, stages), at=at,
-                                      assignment_sql=ASSIGNMENT_SQL, params=(model,))  # fmt: skip
+                                      assignment_sql=ASSIGNMENT_SQL, params={"model": model})  # fmt: skip
     run = StageRun(
         model=model, customers=customers, changed=changed, inserted=inserted, removed=removed,
         entered=sum(c.entered for c in changes.values()), exited=sum(c.exited for c in changes.values()),
