@@ -88,10 +88,11 @@ diff AS MATERIALIZED (
            h.customer_id IS NULL AS enters
     FROM want w FULL JOIN have h ON h.customer_id = w.customer_id AND h.segment_id = w.segment_id
     WHERE w.customer_id IS NULL OR h.customer_id IS NULL
+    ORDER BY 1, 2  -- entries, exits and their events written in index order, not hash order
 ),
 ins AS (
     INSERT INTO segments_segmentmembership (segment_id, customer_id, entered_at, entry_reason, exit_reason)
-    SELECT segment_id, customer_id, %(at)s, %(reason)s, '' FROM diff WHERE enters ORDER BY segment_id, customer_id
+    SELECT segment_id, customer_id, %(at)s, %(reason)s, '' FROM diff WHERE enters
     ON CONFLICT (segment_id, customer_id) WHERE exited_at IS NULL DO NOTHING
     RETURNING segment_id, customer_id
 ),

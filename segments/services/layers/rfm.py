@@ -261,7 +261,8 @@ SELECT t.customer_id, (p.last_at AT TIME ZONE %(zone)s)::date AS last_purchase_o
        s.frequency AS old_frequency, s.monetary AS old_monetary, s.r_score AS old_r, s.f_score AS old_f,
        s.m_score AS old_m
 FROM touched t LEFT JOIN purchases p ON p.customer_id = t.customer_id
-     LEFT JOIN segments_customerrfm s ON s.customer_id = t.customer_id
+     -- their stored rows by primary key (OFFSET 0 keeps the lookup a lookup): a plain join hashed the whole table
+     LEFT JOIN LATERAL (SELECT * FROM segments_customerrfm s WHERE s.customer_id = t.customer_id OFFSET 0) AS s ON TRUE
 """
 CUTS_SQL = """
 WITH histogram AS (
