@@ -3,7 +3,8 @@
 Aggregates over orders and events are `Aggregate`s: they compile to uncorrelated `pk IN (SELECT customer_id …
 GROUP BY … HAVING …)` subqueries (hash semi-joins over the whole base, and Postgres pushes a `pk = X` check into
 them), or to their complement when zero rows satisfy the comparison (`orders_count < 2` includes people who never
-ordered); siblings over the same rows share one subquery (registry.aggregates_q).
+ordered); siblings over the same rows share one subquery (registry.aggregates_q). Inside an `all` they read only
+the candidates' rows (`Context.scope`); they count `count(*)`, so a covering index answers them alone.
 """
 
 from __future__ import annotations
@@ -348,7 +349,7 @@ class OrdersCountPredicate(_OrderAggregate):
         orders, line_filter = _counted_orders(params, ctx)
         if line_filter:
             orders = orders.filter(line_filter)
-        return Aggregate(orders, Count("id"), params["op"], params["value"], empty=0)
+        return Aggregate(orders, Count("*"), params["op"], params["value"], empty=0)
 
     def describe(self, params):
         what = _describe_products(params)
@@ -400,7 +401,7 @@ class AverageOrderValuePredicate(_OrderAggregate):
 
     def aggregate(self, params, ctx):
         orders, _line_filter = _counted_orders(params, ctx)
-        average = ExpressionWrapper(Sum(F("amount") - F("refunded_amount")) / Count("id"), output_field=_MONEY)
+        average = ExpressionWrapper(Sum(F("amount") - F("refunded_amount")) / Count("*"), output_field=_MONEY)
         return Aggregate(orders, average, params["op"], params["value"])
 
     def describe(self, params):
@@ -549,7 +550,7 @@ class EventCountPredicate(Predicate):
 
     def aggregate(self, params, ctx):
         events = _events(params, ctx, params["window"])
-        return Aggregate(events, Count("id"), params["op"], params["value"], empty=0)
+        return Aggregate(events, Count("*"), params["op"], params["value"], empty=0)
 
     def describe(self, params):
         return _("did %(event)s %(comparison)s times %(window)s") % {

@@ -11,7 +11,7 @@ from django.db import transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from customers.conditions import Context, matching_customers
+from customers.conditions import Context, matching_customers, registry
 from customers.models import (
     Channel,
     CommunityGroup,
@@ -396,7 +396,10 @@ class _Rollback(Exception):
     max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
 @given(specs=people, rule=rules)
-def test_compiled_rules_select_what_the_oracle_selects(specs, rule):
+@pytest.mark.parametrize("probe_up_to", [250_000, 0], ids=["candidates probed", "candidates semi-joined"])
+def test_compiled_rules_select_what_the_oracle_selects(specs, rule, probe_up_to, monkeypatch):
+    # Aggregates read the candidates' rows by lookup up to a size, by a semi-join above it: both give the oracle's set.
+    monkeypatch.setattr(registry, "PROBE_CANDIDATES_UP_TO", probe_up_to)
     try:
         with transaction.atomic():
             CustomAttribute.objects.create(key="score", label="score", type="number")
