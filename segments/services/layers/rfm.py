@@ -144,14 +144,26 @@ RANKS = "".join(
     RANK_CTE.format(dim=dim, column=column, dims=dims)  # GROUPING() sets a bit for each column not grouped by
     for dim, column, dims in (("r", "last_purchase_on", 0b011), ("f", "frequency", 0b101), ("m", "monetary", 0b110))
 )
-QUANTILE_SCORE = """
-    CASE WHEN v.frequency = 0 THEN NULL WHEN v.{column} >= {dim}.s5 THEN 5 WHEN v.{column} >= {dim}.s4 THEN 4
-         WHEN v.{column} >= {dim}.s3 THEN 3 WHEN v.{column} >= {dim}.s2 THEN 2 ELSE 1 END AS {dim}_score"""
-QUANTILE_SCORES = (
-    ",".join(
-        QUANTILE_SCORE.format(dim=dim, column=column)
-        for dim, column in (("r", "last_purchase_on"), ("f", "frequency"), ("m", "monetary"))
+SCORED = (("r", "last_purchase_on", "date"), ("f", "frequency", "numeric"), ("m", "monetary", "numeric"))
+
+
+def threshold_scores(row: str, bound: str) -> str:
+    """The three scores of `row` as comparisons with each dimension's four thresholds (the lowest value scoring
+    5, 4, 3, 2); `bound` is the SQL of a threshold, formatted with {dim}, {score} and {kind} (the column's type)."""
+    return ",".join(
+        f"""
+    CASE WHEN {row}.frequency = 0 THEN NULL"""
+        + "".join(
+            f"\n         WHEN {row}.{column} >= {bound.format(dim=dim, score=score, kind=kind)} THEN {score}"
+            for score in (5, 4, 3, 2)
+        )
+        + f" ELSE 1 END AS {dim}_score"
+        for dim, column, kind in SCORED
     )
+
+
+QUANTILE_SCORES = (
+    threshold_scores("v", "{dim}.s{score}")
     + """
     FROM valued v CROSS JOIN r_cut r CROSS JOIN f_cut f CROSS JOIN m_cut m
 """
@@ -280,14 +292,7 @@ WITH histogram AS (
 ),{ranks}
 SELECT r.s5, r.s4, r.s3, r.s2, f.s5, f.s4, f.s3, f.s2, m.s5, m.s4, m.s3, m.s2 FROM r_cut r, f_cut f, m_cut m
 """
-CUT_SCORES = ",".join(
-    f"""
-    CASE WHEN {{v}}.frequency = 0 THEN NULL WHEN {{v}}.{column} >= %(cut_{dim}5)s::{kind} THEN 5
-         WHEN {{v}}.{column} >= %(cut_{dim}4)s::{kind} THEN 4 WHEN {{v}}.{column} >= %(cut_{dim}3)s::{kind} THEN 3
-         WHEN {{v}}.{column} >= %(cut_{dim}2)s::{kind} THEN 2 ELSE 1 END AS {dim}_score"""
-    for dim, column, kind in (("r", "last_purchase_on", "date"), ("f", "frequency", "numeric"),
-                              ("m", "monetary", "numeric"))
-)  # fmt: skip
+CUT_BOUND = "%(cut_{dim}{score})s::{kind}"  # an incremental run's thresholds, from _cuts
 INCREMENTAL_CHANGES_SQL = """
 SELECT customer_id, last_purchase_on, frequency, monetary, r_score, f_score, m_score, rfm_class, has_row, old_class,
        gone
@@ -410,8 +415,8 @@ def _changes_sql(p: RfmParameters, *, touched: str | None) -> str:
     thresholds from `_cuts`)."""
     if touched is not None:
         return INCREMENTAL_CHANGES_SQL.format(
-            touched=touched, touched_scores=CUT_SCORES.format(v="t"), stored_scores=CUT_SCORES.format(v="s"),
-            rfm_class=CLASS_SQL, changed=CHANGED,
+            touched=touched, rfm_class=CLASS_SQL, changed=CHANGED,
+            touched_scores=threshold_scores("t", CUT_BOUND), stored_scores=threshold_scores("s", CUT_BOUND),
         )  # fmt: skip
     quantile = p.method == RfmMethod.QUANTILE
     return CHANGES_SQL.format(
