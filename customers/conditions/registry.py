@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import cached_property
 from typing import Any, ClassVar
 
 from django.contrib.postgres.expressions import ArraySubquery
@@ -107,10 +108,8 @@ class Context:
         if self.customer_ids is not None:
             return rows.filter(**{f"{customer_field}__in": self.customer_ids})
         if self.candidates is not None:
-            from customers.models import Customer
-
-            candidates = Customer.objects.filter(self.candidates).values("pk")
-            if _estimated_rows(candidates) <= PROBE_CANDIDATES_UP_TO:
+            candidates, probe = self._candidate_ids
+            if probe:
                 # `= ANY(ARRAY(…))`: the candidates drive an index lookup of their own rows each (index-only where
                 # the index covers the aggregate); `IN (…)` was planned as a semi-join over every row instead.
                 return rows.filter(Func(
@@ -119,6 +118,15 @@ class Context:
                 ))  # fmt: skip
             return rows.filter(**{f"{customer_field}__in": candidates})
         return rows
+
+    @cached_property
+    def _candidate_ids(self):
+        """The candidates' ids, and whether their rows are looked up one by one (at most PROBE_CANDIDATES_UP_TO
+        expected): one planner estimate per context, however many aggregate groups read them."""
+        from customers.models import Customer
+
+        candidates = Customer.objects.filter(self.candidates).values("pk")
+        return candidates, _estimated_rows(candidates) <= PROBE_CANDIDATES_UP_TO
 
     def start_of_day(self, day: date) -> datetime:
         return datetime.combine(day, time.min, tzinfo=timezone.get_current_timezone())
