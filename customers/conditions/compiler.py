@@ -114,7 +114,8 @@ def _all_q(node: Node, ctx: Context) -> Q:
     for aggregates in by_rows.values():
         combined &= registry.aggregates_q(aggregates, ctx)
         within_candidates |= not all(aggregate.empty_matches for aggregate in aggregates)
-    return combined if narrowed and within_candidates else cheap_q & combined
+    # Correlated aggregates are evaluated for the customers the cheap conditions leave, in the same query.
+    return combined if narrowed and within_candidates and not ctx.correlated else cheap_q & combined
 
 
 def describe(node: Node, *, top: bool = True) -> str:

@@ -15,9 +15,8 @@ from decimal import Decimal, InvalidOperation
 from functools import cached_property
 from typing import Any, ClassVar
 
-from django.contrib.postgres.expressions import ArraySubquery
 from django.db import connection
-from django.db.models import BooleanField, F, Func, Q
+from django.db.models import F, OuterRef, Q
 from django.db.models.lookups import (
     Exact,
     GreaterThan,
@@ -107,26 +106,26 @@ class Context:
         """Limit a queryset of per-customer rows to the customers asked about, or the candidates, if any."""
         if self.customer_ids is not None:
             return rows.filter(**{f"{customer_field}__in": self.customer_ids})
-        if self.candidates is not None:
-            candidates, probe = self._candidate_ids
-            if probe:
-                # `= ANY(ARRAY(…))`: the candidates drive an index lookup of their own rows each (index-only where
-                # the index covers the aggregate); `IN (…)` was planned as a semi-join over every row instead.
-                return rows.filter(Func(
-                    F(customer_field), ArraySubquery(candidates), arg_joiner=" = ANY(",
-                    template="(%(expressions)s))", output_field=BooleanField(),
-                ))  # fmt: skip
-            return rows.filter(**{f"{customer_field}__in": candidates})
-        return rows
+        if self.candidates is None:
+            return rows
+        if self.correlated:
+            return rows.filter(**{customer_field: OuterRef("pk")})
+        return rows.filter(**{f"{customer_field}__in": self._candidates})
 
     @cached_property
-    def _candidate_ids(self):
-        """The candidates' ids, and whether their rows are looked up one by one (at most PROBE_CANDIDATES_UP_TO
-        expected): one planner estimate per context, however many aggregate groups read them."""
+    def correlated(self) -> bool:
+        """Whether an `all`'s aggregates read each candidate's rows from inside the customers' query: a subquery
+        per customer the cheap conditions leave, by the customer's id (an index lookup each, index-only where an
+        index covers the aggregate), the candidates being selected once, by the query itself. So when the planner
+        expects at most PROBE_CANDIDATES_UP_TO candidates (one EXPLAIN per context); above that, one scan of the
+        rows, restricted to the candidates by a semi-join, is cheaper than as many lookups."""
+        return self.candidates is not None and _estimated_rows(self._candidates) <= PROBE_CANDIDATES_UP_TO
+
+    @property
+    def _candidates(self):
         from customers.models import Customer
 
-        candidates = Customer.objects.filter(self.candidates).values("pk")
-        return candidates, _estimated_rows(candidates) <= PROBE_CANDIDATES_UP_TO
+        return Customer.objects.filter(self.candidates).values("pk")
 
     def start_of_day(self, day: date) -> datetime:
         return datetime.combine(day, time.min, tzinfo=timezone.get_current_timezone())
