@@ -4,7 +4,8 @@ kept fast and well planned at a million customers."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from django.db import connection
@@ -35,6 +36,20 @@ def materialize(sql: str, params: Sequence[Any] | Mapping[str, Any], *, analyze:
         columns = f" ({', '.join(analyze)})" if analyze else ""
         cursor.execute(f"ANALYZE {name}{columns}")  # its size and values, for the plan of the diff that reads it
     return name
+
+
+@contextmanager
+def local_settings(**wanted: str) -> Iterator[None]:
+    """Settings for the statements run inside the block only (SET LOCAL, then put back; a statement that fails
+    aborts the transaction, the settings with it)."""
+    before = {}
+    with connection.cursor() as cursor:
+        for name, value in wanted.items():
+            cursor.execute("SELECT current_setting(%s), set_config(%s, %s, true)", [name, name, value])
+            before[name] = cursor.fetchone()[0]
+        yield
+        for name, value in before.items():
+            cursor.execute("SELECT set_config(%s, %s, true)", [name, value])
 
 
 def refresh_statistics(table: str, changed: int) -> bool:

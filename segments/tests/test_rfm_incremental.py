@@ -7,16 +7,20 @@ from decimal import Decimal
 
 import pytest
 import time_machine
+from django.db.models import F
 from django.test import override_settings
+from django.utils import timezone
 
 from accounts.tests.factories import UserFactory
 from customers import domain_events
+from customers.conditions.predicates import COUNTED_STATUSES
 from customers.models import Customer, DomainEvent, Order
 from customers.services.ingest import bulk_upsert_orders, delete_order
 from customers.services.merge import merge_customers, undo_merge
 from customers.tests.factories import CustomerFactory, OrderFactory
 from segments.models import CustomerRfm, LayeringSettings, RfmRecheck, SegmentMembership
 from segments.services.layers import recompute_layers, recompute_rfm
+from segments.services.layers.rfm import parameters
 
 pytestmark = pytest.mark.django_db
 
@@ -53,6 +57,57 @@ def random_book(rng: random.Random, customers: int = 40) -> list:
             OrderFactory(customer=person, ordered_at=NOW - timedelta(days=rng.randint(0, 420), hours=rng.randint(0, 9)),
                          amount=amount, status=status, refunded_amount=refunded)  # fmt: skip
     return people
+
+
+def oracle() -> dict[int, tuple]:
+    """RFM worked out in Python from the orders, straight from the definitions: every current customer with a
+    counted purchase before the end of the window gets the last one's date, and the count and net spend within
+    it; buyers in the window are scored (percent_rank cut at the quintiles, or the operator's bounds: recency in
+    days at most, count and spend at least) and classed by the high cuts; everyone else is no_purchase."""
+    layering = LayeringSettings.load()
+    p = parameters(layering)
+    start, end = p.window()
+    values = {c.pk: (None, 0, Decimal(0)) for c in Customer.objects.filter(merged_into__isnull=True)}
+    orders = Order.objects.filter(status__in=COUNTED_STATUSES, ordered_at__lt=end, customer_id__in=list(values))
+    for order in orders:
+        last, frequency, monetary = values[order.customer_id]
+        day = timezone.localdate(order.ordered_at)
+        if order.ordered_at >= start:
+            frequency, monetary = frequency + 1, monetary + order.amount - order.refunded_amount
+        values[order.customer_id] = (max(last or day, day), frequency, monetary)
+    buyers = {pk: v for pk, v in values.items() if v[1] > 0}
+
+    def score(dim: int, value) -> int:
+        if p.method == "thresholds":
+            bounds = p.thresholds["rfm"[dim]]
+            if dim == 0:
+                return next((5 - k for k, days in enumerate(bounds) if (p.as_of - value).days <= days), 1)
+            return next((5 - k for k, bound in enumerate(bounds) if value >= bound), 1)
+        lower = sum(1 for other in buyers.values() if other[dim] < value)
+        rank = lower / max(len(buyers) - 1, 1)
+        return 1 + sum(1 for cut in (0.2, 0.4, 0.6, 0.8) if rank >= cut)
+
+    result = {}
+    for pk, (last, frequency, monetary) in values.items():
+        if frequency == 0:
+            result[pk] = (last, 0, monetary, None, None, None, "no_purchase")
+            continue
+        r, f, m = score(0, last), score(1, frequency), score(2, monetary)
+        high = {dim: s >= p.high_from[dim] for dim, s in zip("rfm", (r, f, m), strict=True)}
+        name = ("important_" if high["m"] else "general_") + (
+            ("value" if high["f"] else "develop") if high["r"] else ("keep" if high["f"] else "retain")
+        )
+        result[pk] = (last, frequency, monetary, r, f, m, name)
+    return result
+
+
+def stored() -> dict[int, tuple]:
+    return {
+        row[0]: row[1:]
+        for row in CustomerRfm.objects.values_list(
+            "customer_id", "last_purchase_on", "frequency", "monetary", "r_score", "f_score", "m_score", "rfm_class"
+        )
+    }  # fmt: skip
 
 
 def order_row(customer, external_id: str, at: datetime, amount: Decimal, **more) -> dict:
@@ -96,6 +151,7 @@ def test_an_incremental_run_gives_exactly_what_a_full_run_gives(seed, method):
     with time_machine.travel(NOW, tick=False):
         people = random_book(rng)
         assert recompute_rfm().full
+        assert stored() == oracle()
     for night in (1, 2, 4):  # a missed night: the edges cover both days
         day = NOW + timedelta(days=night)
         with time_machine.travel(day, tick=False):
@@ -104,6 +160,7 @@ def test_an_incremental_run_gives_exactly_what_a_full_run_gives(seed, method):
             incremental = recompute_rfm(incremental=True)
             assert not incremental.full
             assert not RfmRecheck.objects.exists()
+            assert stored() == oracle()
             rows, members = rfm_rows(), open_memberships()
 
             check = recompute_rfm()  # a full run on the same data and date
@@ -113,6 +170,37 @@ def test_an_incremental_run_gives_exactly_what_a_full_run_gives(seed, method):
             assert rfm_rows() == rows  # nothing left to change: not one row rewritten
             assert open_memberships() == members
             assert check.counts == incremental.counts
+
+
+@time_machine.travel(NOW, tick=False)
+def test_a_full_run_puts_back_rows_changed_outside_it_and_follows_new_class_cuts():
+    rng = random.Random(7)
+    random_book(rng)
+    recompute_rfm()
+    rows = list(CustomerRfm.objects.filter(frequency__gt=1).order_by("customer_id")[:3])
+    CustomerRfm.objects.filter(pk=rows[0].pk).update(frequency=F("frequency") + 5)  # values
+    CustomerRfm.objects.filter(pk=rows[1].pk).update(r_score=6 - F("r_score"))  # a score
+    CustomerRfm.objects.filter(pk=rows[2].pk).update(rfm_class="important_value" if rows[2].rfm_class ==
+                                                     "general_retain" else "general_retain")  # fmt: skip
+    CustomerRfm.objects.filter(frequency=0).order_by("customer_id")[:1].get().delete()  # a row missing
+
+    run = recompute_rfm()
+
+    assert stored() == oracle()
+    assert run.transitions == 2  # the class put back, and the missing row's no_purchase
+    layering = LayeringSettings.load()
+    layering.rfm_high_from = {"r": 5, "f": 5, "m": 5}  # the same scores, other classes
+    layering.save()
+    before = stored()
+
+    run = recompute_rfm(incremental=True)
+
+    assert run.full
+    assert stored() == oracle()
+    changed = [pk for pk, row in stored().items() if row != before[pk]]
+    assert changed
+    assert all(stored()[pk][:6] == before[pk][:6] for pk in changed)  # scores as they were
+    assert run.transitions == len(changed)
 
 
 @time_machine.travel(NOW, tick=False)

@@ -113,8 +113,11 @@ GROUP BY segment_id
 """
 EVERYONE = "SELECT customer_id, model_key FROM ({assignment}) AS a(customer_id, model_key)"
 MOVERS = "movers AS MATERIALIZED (SELECT DISTINCT customer_id FROM ({movers}) AS m(customer_id)),"
+# Each mover's assignment by its key (OFFSET 0 keeps the lookup a lookup): a plain join hashed the whole model's
+# table, a million rows, for 27,000 movers (0.4 s instead of 0.06 s).
 MOVERS_ASSIGNED = """SELECT a.customer_id, a.model_key
-    FROM movers m JOIN ({assignment}) AS a(customer_id, model_key) ON a.customer_id = m.customer_id"""
+    FROM movers m, LATERAL (SELECT * FROM ({assignment}) AS a(customer_id, model_key)
+                            WHERE a.customer_id = m.customer_id OFFSET 0) AS a"""
 MOVERS_SCOPE = "AND customer_id IN (SELECT customer_id FROM movers)"
 SEGMENT_PAYLOAD = "jsonb_build_object('segment_id', segment_id)"
 # Per live segment: its open memberships, and the customers the model puts there whom an operator excluded.
@@ -190,7 +193,8 @@ def sync_model_segments(
     are left alone. Returns the changes by key, `matched` being the segment's size afterwards.
 
     A run that knows who moved (`movers_sql`, selecting customer ids, and `expected_sizes`, the model's count
-    per key) compares only those customers' memberships, then counts each segment's open memberships: when a
+    per key) compares only those customers' memberships (their assignment read one customer at a time: a table
+    keyed by customer, as the models' are), then counts each segment's open memberships: when a
     count differs from the model's, less exclusions (a new or restored segment, memberships changed outside the
     model), everyone is compared and the sizes recounted, in the same call."""
     params = params or {}
