@@ -90,6 +90,12 @@ def _scans(node: Node) -> bool:
     return any(_scans(child) for child in node.children)
 
 
+def _scanning_predicates(node: Node) -> int:
+    if node.kind == "predicate":
+        return int(registry.get(node.predicate).scans_rows)
+    return sum(_scanning_predicates(child) for child in node.children)
+
+
 def _all_q(node: Node, ctx: Context) -> Q:
     """AND of the children. The aggregates among them read only the rows of the customers the cheap ones leave,
     and those over the same rows ("≥ 3 orders and over ¥1,000 in 365 days") share one GROUP BY. A customer in
@@ -100,16 +106,21 @@ def _all_q(node: Node, ctx: Context) -> Q:
     for child in cheap:
         cheap_q &= to_q(child, ctx)
     narrowed = bool(scanning and cheap) and ctx.customer_ids is None
-    if narrowed:
-        ctx = replace(ctx, candidates=cheap_q if ctx.candidates is None else ctx.candidates & cheap_q)
-    combined = Q()
     by_rows: dict[str, list[registry.Aggregate]] = {}
+    others = []  # scanning children that are not plain aggregates: a `not`, an `any`, "bought product X"
     for child in scanning:
         aggregate = registry.get(child.predicate).aggregate(child.params, ctx) if child.kind == "predicate" else None
         if aggregate is None:
-            combined &= to_q(child, ctx)
+            others.append(child)
         else:
             by_rows.setdefault(aggregate.source, []).append(aggregate)
+    if narrowed:
+        readers = len(by_rows) + sum(_scanning_predicates(child) for child in others)
+        ctx = replace(ctx, candidates=cheap_q if ctx.candidates is None else ctx.candidates & cheap_q,
+                      several_readers=readers > 1)  # fmt: skip
+    combined = Q()
+    for child in others:
+        combined &= to_q(child, ctx)
     within_candidates = False  # some group selects only candidates (not the complement form)
     for aggregates in by_rows.values():
         combined &= registry.aggregates_q(aggregates, ctx)

@@ -15,8 +15,9 @@ from decimal import Decimal, InvalidOperation
 from functools import cached_property
 from typing import Any, ClassVar
 
+from django.contrib.postgres.expressions import ArraySubquery
 from django.db import connection
-from django.db.models import F, OuterRef, Q
+from django.db.models import BooleanField, F, Func, OuterRef, Q
 from django.db.models.lookups import (
     Exact,
     GreaterThan,
@@ -97,29 +98,45 @@ class Context:
     # Inside an `all`, the customers its cheap conditions (profile, tags, segments) leave: aggregates over orders
     # and events read only their rows. Customers outside fail the `all` anyway, whatever the aggregate says.
     candidates: Q | None = None
+    # Whether more than one subquery reads the candidates' rows (aggregates over orders and over events, say).
+    several_readers: bool = False
 
     @classmethod
     def current(cls, customer_ids: tuple[int, ...] | None = None) -> Context:
         return cls(now=timezone.now(), customer_ids=customer_ids)
 
     def scope(self, rows, customer_field: str = "customer_id"):
-        """Limit a queryset of per-customer rows to the customers asked about, or the candidates, if any."""
+        """Limit a queryset of per-customer rows to the customers asked about, or the candidates, if any.
+
+        Few candidates (at most PROBE_CANDIDATES_UP_TO, the planner's estimate) have their rows looked up, an index
+        lookup each (index-only where an index covers the aggregate): read by one subquery, the candidates drive
+        it, `customer_id = ANY(ARRAY(candidates))` (`IN (…)` was planned as a semi-join over every row); read by
+        several, each would select the candidates again, so the subqueries are correlated instead, by the customer
+        of the query around them, which selects the candidates once (`correlated`). Many candidates: one scan of
+        the rows, restricted to them by a semi-join, is cheaper than as many lookups."""
         if self.customer_ids is not None:
             return rows.filter(**{f"{customer_field}__in": self.customer_ids})
         if self.candidates is None:
             return rows
-        if self.correlated:
+        if not self._few_candidates:
+            return rows.filter(**{f"{customer_field}__in": self._candidates})
+        if self.several_readers:
             return rows.filter(**{customer_field: OuterRef("pk")})
-        return rows.filter(**{f"{customer_field}__in": self._candidates})
+        return rows.filter(Func(
+            F(customer_field), ArraySubquery(self._candidates), arg_joiner=" = ANY(", template="(%(expressions)s))",
+            output_field=BooleanField(),
+        ))  # fmt: skip
+
+    @property
+    def correlated(self) -> bool:
+        """Whether the subqueries reading the candidates' rows are correlated with the customers' query, which then
+        has to test the candidates' conditions itself."""
+        return self.candidates is not None and self.several_readers and self._few_candidates
 
     @cached_property
-    def correlated(self) -> bool:
-        """Whether an `all`'s aggregates read each candidate's rows from inside the customers' query: a subquery
-        per customer the cheap conditions leave, by the customer's id (an index lookup each, index-only where an
-        index covers the aggregate), the candidates being selected once, by the query itself. So when the planner
-        expects at most PROBE_CANDIDATES_UP_TO candidates (one EXPLAIN per context); above that, one scan of the
-        rows, restricted to the candidates by a semi-join, is cheaper than as many lookups."""
-        return self.candidates is not None and _estimated_rows(self._candidates) <= PROBE_CANDIDATES_UP_TO
+    def _few_candidates(self) -> bool:
+        """At most PROBE_CANDIDATES_UP_TO candidates expected: one EXPLAIN per context."""
+        return _estimated_rows(self._candidates) <= PROBE_CANDIDATES_UP_TO
 
     @property
     def _candidates(self):

@@ -7,7 +7,13 @@ from django.utils import translation
 from customers.conditions import Context, RuleError, describe, matching_customers, reactions_of, reacts_to, validate
 from customers.conditions import is_time_relative as rule_is_time_relative
 from customers.models import CustomAttribute
-from customers.tests.factories import CustomerFactory, OrderFactory, OrderLineFactory, ProductFactory
+from customers.tests.factories import (
+    CustomerFactory,
+    EventFactory,
+    OrderFactory,
+    OrderLineFactory,
+    ProductFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -102,6 +108,24 @@ def test_evaluating_everyone_is_one_query_and_checking_one_customer_is_that_quer
     assert everyone == [fan.pk]
     assert alone is False
     assert rule.kind == "all"
+
+
+def test_an_all_selects_its_candidates_once_however_many_aggregates_read_their_rows():
+    both, no_views, one_order = (CustomerFactory(city="杭州") for _ in range(3))
+    elsewhere = CustomerFactory(city="成都")
+    for customer, orders, views in ((both, 2, 1), (no_views, 2, 0), (one_order, 1, 1), (elsewhere, 2, 1)):
+        for day in range(orders):
+            OrderFactory(customer=customer, ordered_at=NOW - timedelta(days=day + 1))
+        for _ in range(views):
+            EventFactory(customer=customer, type="content_view", occurred_at=NOW - timedelta(days=1))
+    city = {"predicate": "attribute", "field": "city", "op": "eq", "value": "杭州"}
+    orders = {"predicate": "orders_count", "op": "gte", "value": 2, "window": {"last_days": 30}}
+    views = {"predicate": "event_count", "type": "content_view", "op": "gte", "value": 1, "window": {"last_days": 30}}
+
+    for rule, expected in (({"all": [city, orders]}, {both, no_views}), ({"all": [city, orders, views]}, {both})):
+        matches = matching_customers(rule, ctx=Context(now=NOW))
+        assert str(matches.query).count("杭州") == 1, rule  # one aggregate: an array of them; two: correlated
+        assert set(matches.values_list("pk", flat=True)) == {c.pk for c in expected}
 
 
 def test_rules_know_which_changes_and_whether_the_clock_can_change_their_result():
