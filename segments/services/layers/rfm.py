@@ -160,7 +160,8 @@ SELECT coalesce(f.customer_id, s.customer_id) AS customer_id, f.last_purchase_on
        coalesce(f.frequency, 0) AS frequency, coalesce(f.monetary, 0) AS monetary,
        coalesce(f.customer_id, s.customer_id) IN (SELECT id FROM merged) AS gone,{columns}
 FROM fresh f FULL JOIN segments_customerrfm s ON s.customer_id = f.customer_id
-WHERE s.customer_id IN (SELECT id FROM merged)  -- a customer without a row differs from NULLs too
+-- the rows of merged customers, and everyone whose values differ (a buyer without a row: from the row's NULLs)
+WHERE s.customer_id IN (SELECT id FROM merged)
    OR (f.last_purchase_on, coalesce(f.frequency, 0), coalesce(f.monetary, 0))
       IS DISTINCT FROM (s.last_purchase_on, s.frequency, s.monetary)
 """
