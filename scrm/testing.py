@@ -65,6 +65,7 @@ def celery_worker(*, beat: bool = False, env: dict[str, str] | None = None, name
         command, cwd=ROOT, env=env or process_env(), stdout=log, stderr=subprocess.STDOUT
     )
     try:
+        _wait_until_ready(log, worker)
         yield
     except BaseException:
         log.seek(0)
@@ -78,6 +79,19 @@ def celery_worker(*, beat: bool = False, env: dict[str, str] | None = None, name
             worker.kill()
         log.close()
         shutil.rmtree(schedule_dir, ignore_errors=True)
+
+
+def _wait_until_ready(log, worker: subprocess.Popen, timeout: float = 60) -> None:
+    """Until the worker says it is consuming (its log's "ready." line), so what a test sends is picked up at once."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log.seek(0)
+        if b" ready." in log.read():
+            return
+        if worker.poll() is not None:
+            raise RuntimeError(f"the Celery worker exited with {worker.returncode}")
+        time.sleep(0.05)
+    raise TimeoutError(f"the Celery worker was not ready within {timeout:.0f} s")
 
 
 @contextmanager

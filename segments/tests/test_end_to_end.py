@@ -31,7 +31,6 @@ def test_J43_an_order_through_the_api_enters_the_customer_within_seconds_of_the_
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
     try:
         with celery_broker(redis.url), celery_worker(name="j43", env=process_env(REDIS_URL=redis.url)):
-            time.sleep(1)  # the worker is up
             response = client.post(
                 "/api/v1/orders/",
                 {"source": "shop", "external_id": "J43", "customer": {"id": customer.pk},
