@@ -24,6 +24,7 @@ from customers.services.ingest import (
     delete_order,
 )
 from customers.services.merge import merge_customers, undo_merge
+from customers.services.rows import paused_gc
 from customers.services.transfer import transfer_customers
 
 
@@ -35,6 +36,7 @@ def _rows_from(request: Request) -> list:
     return rows
 
 
+@paused_gc()  # the request body's rows are decoded inside (request.data)
 def _bulk_response(run, request: Request) -> Response:
     try:
         result: BulkResult = run(_rows_from(request), user=request.user)

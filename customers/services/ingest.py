@@ -22,7 +22,7 @@ from django.utils.translation import gettext as _
 from customers import domain_events
 from customers.models import Channel, DomainEventKind, Gender, OrderStatus, Staff
 from customers.services.identities import CustomerRef, parse_customer_ref, parse_identities, resolve_customers
-from customers.services.rows import RowError, RowParser
+from customers.services.rows import RowError, RowParser, paused_gc
 
 ORDER_STATUSES = set(OrderStatus.values)
 GENDERS = set(Gender.values)
@@ -231,6 +231,7 @@ def _parse_order(p: RowParser, currency: str) -> tuple[dict, CustomerRef | None]
     return values, ref
 
 
+@paused_gc()
 def bulk_upsert_orders(rows: Sequence[Any], *, user, indexes: Sequence[int] | None = None) -> BulkResult:
     """Insert or update orders by (source, external_id), creating unknown customers. Idempotent; one transaction."""
     _check_size(rows)
@@ -385,6 +386,7 @@ def _parse_event(p: RowParser) -> tuple[dict, CustomerRef | None]:
     return values, ref
 
 
+@paused_gc()
 def bulk_record_events(rows: Sequence[Any], *, user, indexes: Sequence[int] | None = None) -> BulkResult:
     """Record behaviour events, creating unknown customers; a re-sent event is recorded once. One transaction."""
     _check_size(rows)
@@ -496,6 +498,7 @@ def _time_zone(p: RowParser) -> str:
     return name or ""
 
 
+@paused_gc()
 def bulk_upsert_customers(rows: Sequence[Any], *, user, indexes: Sequence[int] | None = None) -> BulkResult:
     """Create or update customers matched by id or any identity; only the fields a row gives change.
 

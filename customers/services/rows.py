@@ -5,7 +5,10 @@ Hand-written rather than DRF serializers: a 10,000-row request must validate in 
 
 from __future__ import annotations
 
+import gc
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -176,6 +179,20 @@ class RowParser:
             self.error(field, _("Expected a list."))
             return []
         return [RowParser(item, self.index, f"{self.prefix}{field}[{i}].") for i, item in enumerate(value)]
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection while a batch of rows is read and written: its tens of thousands of dicts and
+    lists are freed by reference counting anyway, and the collector's passes over the whole heap, which they
+    trigger, took 0.1 s of a 10,000-row batch's 0.25 s of parsing. The collector is back on afterwards (if it was)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 _ZONE_CACHE: dict[str, ZoneInfo] = {}

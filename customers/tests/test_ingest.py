@@ -1,8 +1,10 @@
+import gc
 from decimal import Decimal
 
 import pytest
 
 from customers.models import Customer, Event, Identity, Order, OrderLine, Transfer
+from customers.services import ingest
 from customers.services.ingest import TooManyRows, bulk_record_events, bulk_upsert_customers, bulk_upsert_orders
 from customers.tests.factories import (
     ChannelFactory,
@@ -41,6 +43,31 @@ def test_orders_land_with_lines_amounts_and_new_customers(operator):
     line = OrderLine.objects.get(order=order)
     assert (line.name, line.quantity, line.amount, line.product.sku) == ("补水面膜", 2, Decimal("99.00"), "MASK")
     assert result.ids[3] == order.pk
+
+
+def test_a_bulk_write_pauses_the_garbage_collector_and_leaves_it_as_it_was(operator, monkeypatch):
+    during, check_size = [], ingest._check_size
+
+    def checked(rows):
+        during.append(gc.isenabled())
+        check_size(rows)
+
+    monkeypatch.setattr(ingest, "_check_size", checked)
+    rows = [{"source": "shop", "external_id": "G1", "customer": {"phone": "13800000001"},
+             "ordered_at": "2026-11-20T10:00:00+08:00", "amount": "10"}]  # fmt: skip
+
+    bulk_upsert_orders(rows, user=operator)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        bulk_upsert_orders(rows, user=operator)
+        assert not gc.isenabled()  # not turned on by a write that found it off
+    finally:
+        gc.enable()
+    with pytest.raises(TooManyRows):
+        bulk_upsert_orders([{}] * 10_001, user=operator)
+    assert during == [False, False, False]
+    assert gc.isenabled()  # back on after a refused batch
 
 
 def test_resending_orders_changes_nothing(operator):
