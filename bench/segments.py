@@ -107,7 +107,7 @@ def clear_bench_state() -> None:
             cursor.execute(f"DELETE FROM {table} WHERE segment_id = ANY(%s)", [ids])
         cursor.execute("DELETE FROM segments_segment WHERE id = ANY(%s)", [ids])
         cursor.execute("DELETE FROM segments_customerstage WHERE model = 'ladder'")
-        cursor.execute("TRUNCATE segments_rfmtransition, segments_rfmrun, segments_customerrfm")
+        cursor.execute("TRUNCATE segments_rfmtransition, segments_rfmrun, segments_customerrfm, segments_rfmvaluecount")
 
 
 def vacuum() -> None:

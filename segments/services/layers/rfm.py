@@ -190,22 +190,39 @@ FROM touched t LEFT JOIN purchases p ON p.customer_id = t.customer_id
      -- their stored rows by primary key (OFFSET 0 keeps the lookup a lookup): a plain join hashed the whole table
      LEFT JOIN LATERAL (SELECT * FROM segments_customerrfm s WHERE s.customer_id = t.customer_id OFFSET 0) AS s ON TRUE
 """
-# The counts per value of the three dimensions come from one pass (grouping sets); a running sum of them gives each
-# value's percent_rank, and `width_bucket` turns it into 1 to 5 at the cuts.
-CUTS_SQL = """
-WITH histogram AS (
-    SELECT last_purchase_on, frequency, monetary, GROUPING(last_purchase_on, frequency, monetary) AS dims,
-           sum(n) AS n
+# The stored rows' counts per value of each dimension after the run: those before it, less the touched customers'
+# stored values, plus their new ones. A full run counts the rows before it in one pass (grouping sets); a nightly
+# one reads the counts the previous run left (RfmValueCount, about 45,000 rows where counting took 0.5-0.6 s).
+VALUE_COUNTS_SQL = """
+SELECT dims, last_purchase_on, frequency, monetary, sum(n)::integer AS n
+FROM (
+    {before}
+    UNION ALL
+    SELECT GROUPING(last_purchase_on, frequency, monetary), last_purchase_on, frequency, monetary, sum(n)
     FROM (
-        SELECT last_purchase_on, frequency, monetary, 1 AS n FROM segments_customerrfm WHERE frequency > 0
-        UNION ALL
-        SELECT old_last, old_frequency, old_monetary, -1 FROM {touched} WHERE old_frequency > 0
+        SELECT old_last AS last_purchase_on, old_frequency AS frequency, old_monetary AS monetary, -1 AS n
+        FROM {touched} WHERE old_frequency > 0
         UNION ALL
         SELECT last_purchase_on, frequency, monetary, 1 FROM {touched} WHERE frequency > 0 AND NOT gone
-    ) AS counted
+    ) AS corrections
     GROUP BY GROUPING SETS ((last_purchase_on), (frequency), (monetary))
-    HAVING sum(n) > 0
-),{ranks}
+) AS counts
+GROUP BY dims, last_purchase_on, frequency, monetary
+HAVING sum(n) > 0
+"""
+COUNTED_ROWS = """SELECT GROUPING(last_purchase_on, frequency, monetary) AS dims, last_purchase_on, frequency,
+           monetary, count(*) AS n
+    FROM segments_customerrfm WHERE frequency > 0
+    GROUP BY GROUPING SETS ((last_purchase_on), (frequency), (monetary))"""
+COUNTED_BEFORE = "SELECT dims, last_purchase_on, frequency, monetary, n FROM segments_rfmvaluecount"
+STORE_COUNTS_SQL = (
+    "TRUNCATE segments_rfmvaluecount",
+    "INSERT INTO segments_rfmvaluecount (dims, last_purchase_on, frequency, monetary, n)"
+    " SELECT dims, last_purchase_on, frequency, monetary, n FROM {counts}",
+)
+# A running sum of the counts gives each value's percent_rank, and `width_bucket` turns it into 1 to 5 at the cuts.
+CUTS_SQL = """
+WITH histogram AS (SELECT * FROM {counts}),{ranks}
 SELECT r.s5, r.s4, r.s3, r.s2, f.s5, f.s4, f.s3, f.s2, m.s5, m.s4, m.s3, m.s2 FROM r_cut r, f_cut f, m_cut m
 """
 RANK_CTE = """
@@ -376,13 +393,19 @@ def _changes_sql(*, touched: str, full: bool) -> str:
     )  # fmt: skip
 
 
-def _cuts(p: RfmParameters, *, touched: str, values: dict[str, Any]) -> dict[str, Any]:
+def _cuts(p: RfmParameters, *, touched: str, values: dict[str, Any], full: bool) -> dict[str, Any]:
     """The run's thresholds: per dimension the lowest value scoring 5, 4, 3 and 2 (None when no value does), as
-    values of CHANGES_SQL. Threshold scores turn "bought within N days" into a date."""
+    values of CHANGES_SQL. Quantile scores: from the rows' counts per value after the run, which are stored for the
+    next run. Threshold scores turn "bought within N days" into a date (a later switch to quantile scores changes
+    the run's parameters, so that run is full and counts the rows)."""
     if p.method == RfmMethod.QUANTILE:
+        before = COUNTED_ROWS if full else COUNTED_BEFORE
+        counts = materialize(VALUE_COUNTS_SQL.format(before=before, touched=touched), (), analyze=["dims"])
         with connection.cursor() as cursor:
-            cursor.execute(CUTS_SQL.format(touched=touched, ranks=RANKS), values)
+            cursor.execute(CUTS_SQL.format(counts=counts, ranks=RANKS), values)
             row = cursor.fetchone()
+            for statement in STORE_COUNTS_SQL:
+                cursor.execute(statement.format(counts=counts))
         cuts = {"r": row[0:4], "f": row[4:8], "m": row[8:12]}
     else:
         cuts = {"r": [_days_before(p.as_of, days) for days in p.thresholds["r"]], "f": p.thresholds["f"],
@@ -516,7 +539,7 @@ def recompute_rfm(*, as_of: date | None = None, incremental: bool = False, work_
             touched = materialize(
                 touched_sql.format(purchases=PURCHASES_SQL, columns=TOUCHED_COLUMNS), values, analyze=TOUCHED_ANALYZED
             )
-        values.update(_cuts(p, touched=touched, values=values))
+        values.update(_cuts(p, touched=touched, values=values, full=base is None))
         changed = [materialize(_changes_sql(touched=touched, full=base is None), values, analyze=CHANGES_ANALYZED)]
         with connection.cursor() as cursor:
             if base is not None:  # read before the write adds rows
