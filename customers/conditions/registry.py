@@ -118,14 +118,14 @@ class Context:
             return rows.filter(**{f"{customer_field}__in": self.customer_ids})
         if self.candidates is None:
             return rows
-        if not self._few_candidates:
-            return rows.filter(**{f"{customer_field}__in": self._candidates})
-        if self.several_readers:
+        if self.correlated:
             return rows.filter(**{customer_field: OuterRef("pk")})
-        return rows.filter(Func(
-            F(customer_field), ArraySubquery(self._candidates), arg_joiner=" = ANY(", template="(%(expressions)s))",
-            output_field=BooleanField(),
-        ))  # fmt: skip
+        if self._few_candidates:
+            return rows.filter(Func(
+                F(customer_field), ArraySubquery(self._candidates), arg_joiner=" = ANY(",
+                template="(%(expressions)s))", output_field=BooleanField(),
+            ))  # fmt: skip
+        return rows.filter(**{f"{customer_field}__in": self._candidates})
 
     @property
     def correlated(self) -> bool:

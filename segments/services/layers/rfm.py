@@ -519,9 +519,10 @@ def recompute_rfm(*, as_of: date | None = None, incremental: bool = False, work_
         set_work_mem(work_mem)
         p = parameters(LayeringSettings.load(), as_of)
         base = incremental_base(p) if incremental else None
+        full = base is None
         run = RfmRun.objects.create(started_at=at, as_of=p.as_of, window_days=p.window_days, method=p.method,
-                                    full=base is None, parameters=fingerprint(p))  # fmt: skip
-        if base is None:
+                                    full=full, parameters=fingerprint(p))  # fmt: skip
+        if full:
             with connection.cursor() as cursor:
                 cursor.execute("DELETE FROM segments_rfmrecheck")  # before the orders are read: all are covered
             rechecks = None
@@ -529,26 +530,26 @@ def recompute_rfm(*, as_of: date | None = None, incremental: bool = False, work_
             rechecks = take_rechecks()
         values = _values(p, run=run, at=at, base=base)
         # The touched customers' values, the thresholds, then everyone's changes.
-        touched_sql = FULL_TOUCHED_SQL if rechecks is None else TOUCHED_SQL.replace("{rechecks}", rechecks)
+        touched_sql = (FULL_TOUCHED_SQL if full else TOUCHED_SQL).format(
+            rechecks=rechecks, purchases=PURCHASES_SQL, columns=TOUCHED_COLUMNS
+        )
         # Read in the workspace's time zone, where a purchase's date is its time cast to a date (`AT TIME ZONE`
         # looks the zone up by name for every row: 0.3 s more at 600,000 buyers). A full run groups the orders in
         # customer order from their covering index, not in a hash table: the planner prices the hash (2.1 s at 4.8M
         # orders) below the index's ordered scan (1.3 s), taking the index for random reads.
-        full = {"enable_hashagg": "off"} if rechecks is None else {}
-        with local_settings(TimeZone=settings.TIME_ZONE, **full):
-            touched = materialize(
-                touched_sql.format(purchases=PURCHASES_SQL, columns=TOUCHED_COLUMNS), values, analyze=TOUCHED_ANALYZED
-            )
-        values.update(_cuts(p, touched=touched, values=values, full=base is None))
-        changed = [materialize(_changes_sql(touched=touched, full=base is None), values, analyze=CHANGES_ANALYZED)]
+        ordered = {"enable_hashagg": "off"} if full else {}
+        with local_settings(TimeZone=settings.TIME_ZONE, **ordered):
+            touched = materialize(touched_sql, values, analyze=TOUCHED_ANALYZED)
+        values.update(_cuts(p, touched=touched, values=values, full=full))
+        changed = [materialize(_changes_sql(touched=touched, full=full), values, analyze=CHANGES_ANALYZED)]
         with connection.cursor() as cursor:
-            if base is not None:  # read before the write adds rows
+            if not full:  # read before the write adds rows
                 cursor.execute(LAST_ROW_SQL)
                 last_row = cursor.fetchone()[0]
             cursor.execute(WRITE_SQL.format(changes=changed[0]), values)
             moves, updated, inserted, gone = cursor.fetchone()
             counts = None
-            if base is None:  # the summary counts the rows: customers without one are looked for if they outnumber them
+            if full:  # the summary counts the rows: customers without one are looked for if they outnumber them
                 counts = _summary(p)
                 cursor.execute(CUSTOMERS_SQL)
                 missing = cursor.fetchone()[0] > sum(c["count"] for c in counts.values())
