@@ -90,6 +90,8 @@ DATABASES = {
 if env_bool("DB_JIT_OFF_OPTION", default=True):
     _DB_OPTIONS = DATABASES["default"].setdefault("OPTIONS", {})
     _DB_OPTIONS["options"] = f"{_DB_OPTIONS.get('options', '')} -c jit=off".strip()
+# Sessions compress the full-page images they write to the WAL where the role may set it (scrm/db.py).
+DB_COMPRESS_WAL = env_bool("DB_COMPRESS_WAL", default=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 

@@ -390,7 +390,10 @@ class RfmValueCount(models.Model):
 class RfmTransition(models.Model):
     """A customer's class change in a run ("who moved from 重要价值 to 重要保持 this month" is one query)."""
 
-    run = models.ForeignKey(RfmRun, on_delete=models.CASCADE, related_name="transition_rows", db_constraint=False)
+    # Read by customer and by classes, never by run (but for deleting a run): no index of its own to keep up.
+    run = models.ForeignKey(
+        RfmRun, on_delete=models.CASCADE, related_name="transition_rows", db_constraint=False, db_index=False
+    )
     customer = models.ForeignKey(
         "customers.Customer",
         on_delete=models.CASCADE,
