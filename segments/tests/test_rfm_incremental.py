@@ -166,6 +166,8 @@ def test_an_incremental_run_gives_exactly_what_a_full_run_gives(seed, method):
     rng = random.Random(seed)
     layering = LayeringSettings.load()
     layering.rfm_method = method
+    if method == "thresholds":  # fractional counts: "at least 2.5 orders" is 3 of them
+        layering.rfm_thresholds = {"f": [4.5, 3, 2.5, 1.2]}
     layering.save()
     with time_machine.travel(NOW, tick=False):
         people = random_book(rng)

@@ -144,7 +144,7 @@ TOUCHED_COLUMNS = """
 # Everyone with a purchase before the end of the window next to every row: those that differ, those without a
 # row, buyers with no purchase left and the rows of merged customers. The orders are grouped in customer order
 # from their covering index (its scan shared by two workers) rather than hashed: 1.3 s instead of 2.1 s at 4.8M
-# orders (see recompute_rfm).
+# orders, and merged with the rows in that order (see recompute_rfm).
 FULL_TOUCHED_SQL = """
 WITH merged AS (SELECT id FROM customers_customer WHERE merged_into_id IS NOT NULL),
 purchases AS (
@@ -241,7 +241,9 @@ RANKS = ",".join(
     RANK_CTE.format(dim=dim, column=column, dims=dims)  # GROUPING() sets a bit for each column not grouped by
     for dim, column, dims in (("r", "last_purchase_on", 0b011), ("f", "frequency", 0b101), ("m", "monetary", 0b110))
 )
-SCORED = (("r", "last_purchase_on", "date"), ("f", "frequency", "numeric"), ("m", "monetary", "numeric"))
+# Frequencies are whole numbers, so their cuts are too (rounded up: "at least 2.5 orders" is "at least 3"): an
+# integer comparison instead of casting a million counts to numeric.
+SCORED = (("r", "last_purchase_on", "date"), ("f", "frequency", "bigint"), ("m", "monetary", "numeric"))
 
 
 def scores_sql(row: str) -> str:
@@ -257,12 +259,16 @@ def scores_sql(row: str) -> str:
     )
 
 
-CLASS_SQL = """CASE WHEN f.r_score IS NULL THEN 'no_purchase'
-                ELSE CASE WHEN f.m_score >= %(high_m)s THEN 'important_' ELSE 'general_' END
-                     || CASE WHEN f.r_score >= %(high_r)s
-                             THEN CASE WHEN f.f_score >= %(high_f)s THEN 'value' ELSE 'develop' END
-                             ELSE CASE WHEN f.f_score >= %(high_f)s THEN 'keep' ELSE 'retain' END END
+CLASS_OF = """CASE WHEN {r} IS NULL THEN 'no_purchase'
+                ELSE CASE WHEN {m} >= %(high_m)s THEN 'important_' ELSE 'general_' END
+                     || CASE WHEN {r} >= %(high_r)s
+                             THEN CASE WHEN {f} >= %(high_f)s THEN 'value' ELSE 'develop' END
+                             ELSE CASE WHEN {f} >= %(high_f)s THEN 'keep' ELSE 'retain' END END
            END"""
+CLASS_SQL = CLASS_OF.format(r="f.r_score", f="f.f_score", m="f.m_score")
+# A stored row whose scores stay has the class of its stored scores (integers, where the class of the new scores
+# would work each of them out again from the values).
+STORED_CLASS_SQL = CLASS_OF.format(r="f.old_r", f="f.old_f", m="f.old_m")
 CHANGED = """(old_last, old_frequency, old_monetary, old_r, old_f, old_m, old_class)
                 IS DISTINCT FROM (last_purchase_on, frequency, monetary, r_score, f_score, m_score, rfm_class)"""
 # `OFFSET 0` keeps a subquery from being merged into the query above it: scores and classes are then worked out
@@ -389,7 +395,7 @@ def _changes_sql(*, touched: str, full: bool) -> str:
     return CHANGES_SQL.format(
         touched=touched, rfm_class=CLASS_SQL, changed=CHANGED, touched_scores=scores_sql("t"),
         stored_scores=scores_sql("s"), stored="TRUE" if full else "s.frequency > 0",
-        moved=f"({SCORES_MOVED} OR f.rfm_class IS DISTINCT FROM ({CLASS_SQL}))" if full else SCORES_MOVED,
+        moved=f"({SCORES_MOVED} OR f.rfm_class IS DISTINCT FROM ({STORED_CLASS_SQL}))" if full else SCORES_MOVED,
     )  # fmt: skip
 
 
@@ -410,9 +416,21 @@ def _cuts(p: RfmParameters, *, touched: str, values: dict[str, Any], full: bool)
     else:
         cuts = {"r": [_days_before(p.as_of, days) for days in p.thresholds["r"]], "f": p.thresholds["f"],
                 "m": p.thresholds["m"]}  # fmt: skip
+    cuts["f"] = [None if bound is None else _whole(bound) for bound in cuts["f"]]
     return {
         f"cut_{dim}{score}": bound for dim in DIMENSIONS for score, bound in zip((5, 4, 3, 2), cuts[dim], strict=True)
     }
+
+
+def _whole(bound: Decimal | int) -> int:
+    """A frequency cut as the least whole number of orders reaching it, within bigint (NaN, above every number in
+    PostgreSQL, is reached by none)."""
+    if bound != bound:  # NaN
+        return 2**62
+    try:
+        return max(-(2**62), min(math.ceil(bound), 2**62))
+    except OverflowError:
+        return -(2**62) if bound < 0 else 2**62
 
 
 def _days_before(day: date, days: Decimal) -> date:
@@ -536,12 +554,16 @@ def recompute_rfm(*, as_of: date | None = None, incremental: bool = False, work_
         # Read in the workspace's time zone, where a purchase's date is its time cast to a date (`AT TIME ZONE`
         # looks the zone up by name for every row: 0.3 s more at 600,000 buyers). A full run groups the orders in
         # customer order from their covering index, not in a hash table: the planner prices the hash (2.1 s at 4.8M
-        # orders) below the index's ordered scan (1.3 s), taking the index for random reads.
-        ordered = {"enable_hashagg": "off"} if full else {}
+        # orders) below the index's ordered scan (1.3 s), taking the index for random reads. The groups then come
+        # out in customer order, so the stored rows are merged in by their key rather than hashed (0.1 s less).
+        ordered = {"enable_hashagg": "off", "enable_hashjoin": "off"} if full else {}
         with local_settings(TimeZone=settings.TIME_ZONE, **ordered):
             touched = materialize(touched_sql, values, analyze=TOUCHED_ANALYZED)
         values.update(_cuts(p, touched=touched, values=values, full=full))
-        changed = [materialize(_changes_sql(touched=touched, full=full), values, analyze=CHANGES_ANALYZED)]
+        # The stored rows are scanned by two workers with the leader. The planner, which cannot tell how few rows
+        # the comparison keeps, prices gathering a million of them above scanning alone (0.5 s against 0.15 s).
+        with local_settings(parallel_tuple_cost="0.001"):
+            changed = [materialize(_changes_sql(touched=touched, full=full), values, analyze=CHANGES_ANALYZED)]
         with connection.cursor() as cursor:
             if not full:  # read before the write adds rows
                 cursor.execute(LAST_ROW_SQL)
