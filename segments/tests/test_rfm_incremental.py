@@ -112,7 +112,11 @@ def stored_value_counts_are_the_rows() -> bool:
                        monetary, count(*)::integer AS n
                 FROM segments_customerrfm WHERE frequency > 0
                 GROUP BY GROUPING SETS ((last_purchase_on), (frequency), (monetary))
-            ), kept AS (SELECT dims, last_purchase_on, frequency, monetary, n FROM segments_rfmvaluecount)
+            ), kept AS (
+                SELECT v.dims, u.last_purchase_on, u.frequency, u.monetary, u.n FROM segments_rfmvaluecount v,
+                    unnest(v.last_purchase_on, v.frequency, v.monetary, v.n) AS u(last_purchase_on, frequency,
+                                                                                   monetary, n)
+            )
             (SELECT * FROM counted EXCEPT ALL SELECT * FROM kept)
             UNION ALL (SELECT * FROM kept EXCEPT ALL SELECT * FROM counted)
             """

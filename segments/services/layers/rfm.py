@@ -194,7 +194,7 @@ FROM touched t LEFT JOIN purchases p ON p.customer_id = t.customer_id
 """
 # The stored rows' counts per value of each dimension after the run: those before it, less the touched customers'
 # stored values, plus their new ones. A full run counts the rows before it in one pass (grouping sets); a nightly
-# one reads the counts the previous run left (RfmValueCount, about 45,000 rows where counting took 0.5-0.6 s).
+# one reads the counts the previous run left (RfmValueCount, about 45,000 values where counting took 0.5-0.6 s).
 VALUE_COUNTS_SQL = """
 SELECT dims, last_purchase_on, frequency, monetary, sum(n)::integer AS n
 FROM (
@@ -216,11 +216,19 @@ COUNTED_ROWS = """SELECT GROUPING(last_purchase_on, frequency, monetary) AS dims
            monetary, count(*) AS n
     FROM segments_customerrfm WHERE frequency > 0
     GROUP BY GROUPING SETS ((last_purchase_on), (frequency), (monetary))"""
-COUNTED_BEFORE = "SELECT dims, last_purchase_on, frequency, monetary, n FROM segments_rfmvaluecount"
+COUNTED_BEFORE = """SELECT v.dims, u.last_purchase_on, u.frequency, u.monetary, u.n
+    FROM segments_rfmvaluecount v,
+         unnest(v.last_purchase_on, v.frequency, v.monetary, v.n) AS u(last_purchase_on, frequency, monetary, n)"""
+# One row per dimension: its values and their counts, in the same order (aggregated in one pass over the same
+# rows; sorting them took 0.07 s more), the other dimensions' arrays left NULL.
 STORE_COUNTS_SQL = (
-    "TRUNCATE segments_rfmvaluecount",
-    "INSERT INTO segments_rfmvaluecount (dims, last_purchase_on, frequency, monetary, n)"
-    " SELECT dims, last_purchase_on, frequency, monetary, n FROM {counts}",
+    "DELETE FROM segments_rfmvaluecount",
+    """INSERT INTO segments_rfmvaluecount (dims, last_purchase_on, frequency, monetary, n)
+    SELECT dims, array_agg(last_purchase_on) FILTER (WHERE dims = 3),
+           array_agg(frequency) FILTER (WHERE dims = 5),
+           array_agg(monetary) FILTER (WHERE dims = 6),
+           array_agg(n)
+    FROM {counts} GROUP BY dims""",
 )
 # A running sum of the counts gives each value's percent_rank, and `width_bucket` turns it into 1 to 5 at the cuts.
 CUTS_SQL = """
