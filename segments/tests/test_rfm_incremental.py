@@ -21,7 +21,7 @@ from customers.services.merge import merge_customers, undo_merge
 from customers.tests.factories import CustomerFactory, OrderFactory
 from segments.models import CustomerRfm, LayeringSettings, RfmRecheck, SegmentMembership
 from segments.services.layers import recompute_layers, recompute_rfm
-from segments.services.layers.rfm import parameters
+from segments.services.layers.rfm import parameters, recheck
 
 pytestmark = pytest.mark.django_db
 
@@ -321,3 +321,24 @@ def test_deleting_an_order_through_the_api_tells_the_consumers(client):
     assert (event.customer_id, event.payload) == (order.customer_id, {"order_id": order.pk, "deleted": True})
     domain_events.consume_all()
     assert list(RfmRecheck.objects.values_list("customer_id", flat=True)) == [order.customer_id]
+
+
+@time_machine.travel(NOW, tick=False)
+def test_a_rechecked_customer_whose_class_stays_keeps_her_membership(monkeypatch):
+    from segments.services.layers import model_segments
+
+    random_book(random.Random(5))
+    recompute_rfm()
+    buyer = CustomerRfm.objects.filter(frequency__gt=0).order_by("customer_id").first().customer_id
+    memberships = SegmentMembership.objects.filter(customer_id=buyer, segment__model_key__startswith="rfm:")
+    episode = memberships.get(exited_at__isnull=True)
+    recheck([buyer])  # what the consumer of an order or merge event leaves
+    compared = []
+    original = model_segments._apply
+    monkeypatch.setattr(model_segments, "_apply", lambda *args, **kw: compared.append(args[3]) or original(*args, **kw))
+
+    run = recompute_rfm(incremental=True)
+
+    assert not run.full
+    assert [scope is not None for scope in compared] == [True]  # no drift, so no second pass over everyone
+    assert list(memberships) == [episode]  # the same episode, still open: no exit and re-entry

@@ -153,14 +153,20 @@ def _apply(
     *,
     at: datetime,
     members: int = 0,
+    movers_assigned_sql: str | None = None,
 ) -> dict[int, tuple[int, int]]:
     """Move the segments to the assignment, over everyone or only `movers_sql`'s customers, under the segments'
     locks (their other writers wait); segment id → (entered, exited). Sizes follow. `members`: how many the model
-    assigns in all (for a narrow run's choice to refresh the statistics)."""
+    assigns in all (for a narrow run's choice to refresh the statistics). `movers_assigned_sql`: the movers'
+    assignment, when the caller has it at hand (default: each mover's row of the assignment, by key)."""
     narrow = movers_sql is not None
+    if not narrow:
+        assigned = EVERYONE.format(assignment=assignment_sql)
+    else:
+        assigned = movers_assigned_sql or MOVERS_ASSIGNED.format(assignment=assignment_sql)
     sql = APPLY_SQL.format(
         movers=MOVERS.format(movers=movers_sql) if narrow else "",
-        assigned=(MOVERS_ASSIGNED if narrow else EVERYONE).format(assignment=assignment_sql),
+        assigned=assigned,
         scope=MOVERS_SCOPE if narrow else "",
         entered_events=outbox_insert_sql("ins", "'segment.entered'", SEGMENT_PAYLOAD, at_sql="%(at)s"),
         exited_events=outbox_insert_sql("outs", "'segment.exited'", SEGMENT_PAYLOAD, at_sql="%(at)s"),
@@ -192,6 +198,7 @@ def sync_model_segments(
     assignment_sql: str,
     params: Mapping[str, Any] | None = None,
     movers_sql: str | None = None,
+    movers_assigned_sql: str | None = None,
     expected_sizes: Mapping[str, int] | None = None,
 ) -> dict[str, MembershipChange]:
     """Move the model's segments to what `assignment_sql` says — rows of (customer id, segment key), its named
@@ -201,7 +208,8 @@ def sync_model_segments(
 
     A run that knows who moved (`movers_sql`, selecting customer ids, and `expected_sizes`, the model's count
     per key) compares only those customers' memberships (their assignment read one customer at a time: a table
-    keyed by customer, as the models' are), then counts each segment's open memberships: when a
+    keyed by customer, as the models' are; or `movers_assigned_sql`'s rows, when the caller has them at hand),
+    then counts each segment's open memberships: when a
     count differs from the model's, less exclusions (a new or restored segment, memberships changed outside the
     model), everyone is compared and the sizes recounted, in the same call."""
     params = params or {}
@@ -210,7 +218,8 @@ def sync_model_segments(
     segment_ids = sorted(live)
     narrow = movers_sql is not None and expected_sizes is not None
     members = sum(expected_sizes.values()) if expected_sizes else 0
-    moved = _apply(segment_ids, assignment_sql, params, movers_sql if narrow else None, at=at, members=members)
+    moved = _apply(segment_ids, assignment_sql, params, movers_sql if narrow else None, at=at, members=members,
+                   movers_assigned_sql=movers_assigned_sql)  # fmt: skip
     if narrow and (drift := _drift(segment_ids, assignment_sql, params, expected_sizes)):
         logger.warning("segments.model_segments_drift", extra={"prefix": prefix, "drift": drift})
         again = _apply(segment_ids, assignment_sql, params, None, at=at)
