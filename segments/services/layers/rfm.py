@@ -384,13 +384,10 @@ COMPARE_ONLY_MOVERS_UP_TO = 200_000
 # run's rechecks): a merge may have moved a membership to them. A score changing within a class moves nobody.
 MOVERS_SQL = "SELECT customer_id FROM {changes} WHERE gone OR NOT has_row OR old_class IS DISTINCT FROM rfm_class"
 RECHECKED_SQL = "SELECT customer_id FROM {rechecks}"
-# The movers' classes: at hand in the changes (20,000 lookups of the RFM table by key took 0.1 s a night), and the
-# rows of the rechecked customers who are no movers there (gone customers have none: they leave every segment).
+# The movers' classes, at hand in the changes (20,000 lookups of the RFM table by key took 0.1 s a night); model
+# segments look up the others' (rechecked customers who are no movers here, and gone ones, who have no row).
 MOVED_CLASSES_SQL = """SELECT customer_id, 'rfm:' || rfm_class AS model_key FROM {changes}
     WHERE NOT gone AND (NOT has_row OR old_class IS DISTINCT FROM rfm_class)"""
-RECHECKED_CLASSES_SQL = """SELECT r.customer_id, 'rfm:' || r.rfm_class AS model_key
-    FROM (SELECT customer_id FROM {rechecks} EXCEPT {movers}) AS m,
-         LATERAL (SELECT * FROM segments_customerrfm r WHERE r.customer_id = m.customer_id OFFSET 0) AS r"""
 
 
 def _values(p: RfmParameters, *, run: RfmRun, at: datetime, base: RfmRun | None) -> dict[str, Any]:
@@ -627,15 +624,13 @@ def recompute_rfm(*, as_of: date | None = None, incremental: bool = False, work_
             refresh_statistics("segments_customerrfm", inserted)  # a first run: rules read the classes at once
         counts = counts or _summary(p)
         few = updated + inserted + gone <= COMPARE_ONLY_MOVERS_UP_TO  # a first run compares everyone at once
-        moved = " UNION ALL ".join(MOVERS_SQL.format(changes=table) for table in changed)
         changes = sync_model_segments(
             "rfm:", model_segments(), at=at, assignment_sql=ASSIGNMENT_SQL,
-            movers_sql=" UNION ALL ".join([moved] + ([RECHECKED_SQL.format(rechecks=rechecks)] if rechecks else []))
-            if few else None,
-            movers_assigned_sql=" UNION ALL ".join(
-                [MOVED_CLASSES_SQL.format(changes=table) for table in changed]
-                + ([RECHECKED_CLASSES_SQL.format(rechecks=rechecks, movers=moved)] if rechecks else [])
-            ),
+            movers_sql=" UNION ALL ".join(
+                [MOVERS_SQL.format(changes=table) for table in changed]
+                + ([RECHECKED_SQL.format(rechecks=rechecks)] if rechecks else [])
+            ) if few else None,
+            known_assignment_sql=" UNION ALL ".join(MOVED_CLASSES_SQL.format(changes=table) for table in changed),
             expected_sizes={f"rfm:{value}": c["count"] for value, c in counts.items()},
         )  # fmt: skip
         run.counts = counts
