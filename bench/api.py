@@ -80,6 +80,7 @@ def main() -> None:
         ("operator list, first page     ", operator_key, [None]),
         ("operator list, random depth   ", operator_key, "random"),
         ("rep list (own book), 1st page ", rep_key, [None]),
+        ("rep list (own book), random   ", rep_key, "random"),
     ):
         latencies, query_counts = [], set()
         for _ in range(args.requests):

@@ -1,6 +1,6 @@
 """The one rule for who sees which customers. Every page, endpoint, export and search goes through it."""
 
-from django.db.models import Q
+from django.db.models import Q, Subquery
 
 from accounts.models import Role
 
@@ -32,4 +32,9 @@ def customer_visibility_q(user, *, path: str = "") -> Q:
         return Q(pk__in=[])
     if sees_all_customers(user):
         return Q()
-    return Q(**{f"{path}owner__user_id": user.pk})
+    from customers.models import Staff  # the models import this module
+
+    # The owner compared with the rep's staff id, which the query looks up once (a rep has at most one staff
+    # row), rather than a join to staff: the planner then reads a rep's customers from the owner index in id
+    # order and stops at a page, where the join read and sorted all of a big book (12,000 customers: 21 ms).
+    return Q(**{f"{path}owner": Subquery(Staff.objects.filter(user_id=user.pk).values("pk"))})
