@@ -94,6 +94,12 @@ class SegmentViewSet(viewsets.ModelViewSet):
     def get_queryset(self):
         return selectors.segment_list(self.request.user)
 
+    def paginate_queryset(self, queryset):
+        page = super().paginate_queryset(queryset)
+        if page is None or self.action != "list":  # the members and exclusions pages are paginated here too
+            return page
+        return selectors.with_member_counts(self.request.user, page)
+
     def get_object(self) -> Segment:
         # Not through the list's filter backends: `?search=` on a segment's own URLs must not hide it.
         return selectors.get_segment(self.request.user, self.kwargs["pk"])

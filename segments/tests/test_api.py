@@ -192,11 +192,11 @@ def test_segment_list_runs_a_fixed_number_of_queries_and_a_reps_sizes_count_thei
     CustomerFactory(owner=other_rep.staff)
     client = client_for(rep)
     built(name="a")
-    with django_assert_num_queries(3):  # session, user, the page with the counts
+    with django_assert_num_queries(4):  # session, user, the page, the rep's counts for all its segments
         few = client.get("/api/v1/segments/").json()["results"]
     for n in range(10):
         built(name=f"b{n}")
-    with django_assert_num_queries(3):
+    with django_assert_num_queries(4):
         many = client.get("/api/v1/segments/").json()["results"]
 
     assert (len(few), len(many)) == (1, 11)

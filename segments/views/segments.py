@@ -70,6 +70,7 @@ def _render_list(request: HttpRequest, *, static_form: StaticSegmentForm | None 
     search = request.GET.get("q", "").strip()
     now = timezone.now()
     segments = selectors.segment_list(request.user, kind=kind, search=search)[:LIST_SIZE]
+    segments = selectors.with_member_counts(request.user, segments)
     context: dict[str, Any] = {
         "segments": [with_status(s, now) for s in segments],
         "kinds": SegmentKind.choices,
