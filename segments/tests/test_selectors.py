@@ -137,6 +137,10 @@ def test_the_migration_matrix_reads_each_customers_class_on_both_dates_from_the_
     moved(run, last_second, "", "general_keep", datetime(2026, 10, 1, 23, 59, 59, tzinfo=SHANGHAI))
     next_day = customer("general_keep")  # midnight starts October 2nd
     moved(run, next_day, "", "general_keep", datetime(2026, 10, 2, 0, 0, tzinfo=SHANGHAI))
+    twice = customer("important_keep")  # two changes between the dates: from the class before the first
+    moved(run, twice, "", "general_value", datetime(2026, 9, 1, tzinfo=SHANGHAI))
+    moved(run, twice, "general_value", "important_value", datetime(2026, 10, 10, tzinfo=SHANGHAI))
+    moved(run, twice, "important_value", "important_keep", datetime(2026, 10, 20, tzinfo=SHANGHAI))
 
     with django_assert_num_queries(1):
         migration = selectors.rfm_migration(operator, start=OCT_1, end=NOV_1)
@@ -149,8 +153,9 @@ def test_the_migration_matrix_reads_each_customers_class_on_both_dates_from_the_
         ("important_develop", "important_value"): 1,
         ("general_keep", "general_keep"): 1,
         ("unclassified", "general_keep"): 1,
+        ("general_value", "important_keep"): 1,
     }
-    assert (migration["customers"], migration["changed"]) == (7, 4)
+    assert (migration["customers"], migration["changed"]) == (8, 5)
     assert migration["classes"] == [*[c["rfm_class"] for c in selectors.rfm_grid(operator)["classes"]], "unclassified"]
 
 
