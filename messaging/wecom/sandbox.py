@@ -268,7 +268,9 @@ def staff_userids() -> list[str]:
 
 
 def recent_contacts(*, limit: int = 20) -> list[dict[str, Any]]:
-    """The newest (staff, customer) pairs with the customer's external_userid: whom the next action can be about."""
+    """The latest recorded (staff, customer) pairs with the customer's external_userid: whom the next action can
+    be about. Newest record first, read backwards along the primary key until enough pairs have an
+    external_userid (ordering by add time sorted every pair: 2.3 s at a million customers)."""
     external = Identity.objects.filter(
         customer_id=OuterRef("customer_id"), kind=IdentityKind.WECOM_EXTERNAL_USERID, namespace=""
     ).values("value")[:1]
@@ -276,7 +278,7 @@ def recent_contacts(*, limit: int = 20) -> list[dict[str, Any]]:
         Relationship.objects.filter(staff__wecom_userid__isnull=False)
         .annotate(external_userid=Subquery(external))
         .exclude(external_userid=None)
-        .order_by("-added_at", "-pk")
+        .order_by("-pk")
         .values("customer_id", "customer__name", "external_userid", "staff__wecom_userid", "status", "state")[:limit]
     )
     for row in rows:
