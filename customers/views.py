@@ -3,13 +3,14 @@
 from datetime import datetime
 
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count, Q
+from django.db.models import Count, IntegerField, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.shortcuts import render
 from django.utils.dateparse import parse_datetime
 
 from customers import extensions, selectors
-from customers.models import CommunityGroup
+from customers.models import CommunityGroup, GroupMembership
 from customers.selectors_dashboard import overview
 from customers.visibility import sees_all_customers
 
@@ -92,8 +93,13 @@ def customer_events(request, pk: int):
 @login_required
 def group_list(request):
     groups = selectors.group_list(request.user).filter(dismissed_at__isnull=True)
-    groups = groups.annotate(member_count=Count("memberships", filter=Q(memberships__left_at__isnull=True)))
-    context = {"groups": groups[:500], "sees_all": sees_all_customers(request.user)}
+    sees_all = sees_all_customers(request.user)
+    if sees_all:  # a rep sees no member counts: they would count other reps' customers
+        # Counted for the groups shown only, each from its own members, rather than grouping every membership.
+        current = GroupMembership.objects.filter(group=OuterRef("pk"), left_at__isnull=True)
+        counts = current.order_by().values("group").annotate(n=Count("*")).values("n")
+        groups = groups.annotate(member_count=Coalesce(Subquery(counts, output_field=IntegerField()), 0))
+    context = {"groups": groups[:500], "sees_all": sees_all}
     return render(request, "customers/groups.html", context)
 
 

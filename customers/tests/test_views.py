@@ -1,5 +1,6 @@
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.models import Role
 from customers.tests.factories import (
@@ -168,9 +169,11 @@ def test_rep_sees_only_their_own_customers():
 def test_groups_list_and_members(operator_client):
     group = CommunityGroupFactory(name="宝妈交流群")
     GroupMembershipFactory.create_batch(3, group=group)
+    GroupMembershipFactory(group=group, left_at=timezone.now())  # left: not a member any more
+    CommunityGroupFactory(name="新群")
 
     listed = operator_client.get(reverse("customers:groups"))
     detail = operator_client.get(reverse("customers:group_detail", args=[group.pk]))
 
-    assert [g.member_count for g in listed.context["groups"]] == [3]
-    assert len(detail.context["members"]) == 3
+    assert {g.name: g.member_count for g in listed.context["groups"]} == {"宝妈交流群": 3, "新群": 0}
+    assert len(detail.context["members"]) == 4  # with the one who left, and when
