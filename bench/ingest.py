@@ -44,6 +44,25 @@ def make_rows(n: int, *, source: str, people: str, rng: random.Random) -> list[d
     return rows
 
 
+def copy_orders(cursor, rows: list[dict], *, orders: str, lines: str, ids: list[int], customers: list[int]) -> None:
+    """COPY the rows' orders (ids `ids`, two orders per customer of `customers`) and their lines into the tables
+    `orders` and `lines`; the lines' own ids come from their table's default."""
+    now = datetime.now(UTC)
+    with cursor.copy(
+        f"COPY {orders} (id, source, external_id, customer_id, status, ordered_at, amount, refunded_amount, currency,"
+        " created_at, updated_at) FROM STDIN"
+    ) as copy:
+        for i, r in enumerate(rows):
+            amount = int(r["lines"][0]["unit_price"]) * r["lines"][0]["quantity"]
+            copy.write_row((ids[i], r["source"], r["external_id"], customers[i // 2], r["status"], r["ordered_at"],
+                            amount, 0, "CNY", now, now))  # fmt: skip
+    with cursor.copy(f"COPY {lines} (order_id, sku, name, quantity, unit_price, amount) FROM STDIN") as copy:
+        for i, r in enumerate(rows):
+            line = r["lines"][0]
+            amount = int(line["unit_price"]) * line["quantity"]
+            copy.write_row((ids[i], line["sku"], "", line["quantity"], line["unit_price"], amount))
+
+
 def bare_copy(rows: list[dict]) -> float:
     """COPY the same orders and lines into scratch tables shaped like the real ones (same columns, defaults and
     indexes, no foreign keys): the ceiling for getting these rows into Postgres from Python."""
@@ -51,23 +70,8 @@ def bare_copy(rows: list[dict]) -> float:
         cursor.execute("CREATE TEMP TABLE scratch_order (LIKE customers_order INCLUDING ALL) ON COMMIT DROP")
         cursor.execute("CREATE TEMP TABLE scratch_line (LIKE customers_orderline INCLUDING ALL) ON COMMIT DROP")
         started = time.perf_counter()
-        now = datetime.now(UTC)
-        with cursor.copy(
-            "COPY scratch_order (id, source, external_id, customer_id, status, ordered_at, amount, refunded_amount,"
-            " currency, created_at, updated_at) FROM STDIN"
-        ) as copy:
-            for i, r in enumerate(rows):
-                line = r["lines"][0]
-                amount = int(line["unit_price"]) * line["quantity"]
-                copy.write_row((i, r["source"], r["external_id"], i // 2, r["status"], r["ordered_at"], amount, 0,
-                                "CNY", now, now))  # fmt: skip
-        with cursor.copy(
-            "COPY scratch_line (id, order_id, sku, name, quantity, unit_price, amount) FROM STDIN"
-        ) as copy:
-            for i, r in enumerate(rows):
-                line = r["lines"][0]
-                copy.write_row((i, i, line["sku"], "", line["quantity"], line["unit_price"],
-                                int(line["unit_price"]) * line["quantity"]))  # fmt: skip
+        ids = list(range(len(rows)))
+        copy_orders(cursor, rows, orders="scratch_order", lines="scratch_line", ids=ids, customers=ids)
         return time.perf_counter() - started
 
 
@@ -78,23 +82,9 @@ def real_copy(rows: list[dict], customer_ids: list[int]) -> float:
         started = time.perf_counter()
         cursor.execute("SELECT nextval('customers_order_id_seq') FROM generate_series(1, %s)", [len(rows)])
         ids = [row[0] for row in cursor.fetchall()]
+        copy_orders(cursor, rows, orders="customers_order", lines="customers_orderline", ids=ids,
+                    customers=customer_ids)  # fmt: skip
         now = datetime.now(UTC)
-        with cursor.copy(
-            "COPY customers_order (id, source, external_id, customer_id, status, ordered_at, amount, refunded_amount,"
-            " currency, created_at, updated_at) FROM STDIN"
-        ) as copy:
-            for i, r in enumerate(rows):
-                amount = int(r["lines"][0]["unit_price"]) * r["lines"][0]["quantity"]
-                customer = customer_ids[i // 2]
-                copy.write_row((ids[i], r["source"], r["external_id"], customer, r["status"], r["ordered_at"], amount,
-                                0, "CNY", now, now))  # fmt: skip
-        with cursor.copy(
-            "COPY customers_orderline (order_id, sku, name, quantity, unit_price, amount) FROM STDIN"
-        ) as copy:
-            for i, r in enumerate(rows):
-                line = r["lines"][0]
-                copy.write_row((ids[i], line["sku"], "", line["quantity"], line["unit_price"],
-                                int(line["unit_price"]) * line["quantity"]))  # fmt: skip
         with cursor.copy(
             "COPY customers_domainevent (kind, customer_id, payload, occurred_at, attempts, last_error) FROM STDIN"
         ) as copy:
