@@ -111,6 +111,7 @@ def test_operator_builds_a_segment_recomputes_freezes_it_and_reads_the_rfm_grid(
     counts = [int(text.replace(",", "")) for text in page.locator("[data-testid=rfm-count]").all_inner_texts()]
     assert sum(counts) == CustomerRfm.objects.count() == 4
     assert "重要价值客户" in page.inner_text("[data-testid=rfm-grid]")  # the browser asks for Chinese
+    page.wait_for_selector("[data-testid=migration-matrix]")  # loaded after the page
     assert page.locator("[data-testid=migration-matrix]").count() == 1
 
 

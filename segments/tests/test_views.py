@@ -558,6 +558,18 @@ def test_the_migration_matrix_counts_class_changes_between_two_dates(operator_cl
     assert 'data-from="important_value" data-to="important_keep">1<' in response.content.decode()
 
 
+def test_the_rfm_page_loads_the_last_thirty_days_matrix_after_itself(operator_client):
+    today = timezone.localdate()
+
+    response = operator_client.get(reverse("segments:layers"))
+
+    assert "migration" not in response.context  # not counted while the page waits
+    start, end = (today - timedelta(days=30)).isoformat(), today.isoformat()
+    fragment = f'hx-get="{reverse("segments:rfm_migration")}?start={start}&amp;end={end}"'
+    assert fragment in response.content.decode()
+    assert 'data-testid="migration-loading"' in response.content.decode()
+
+
 def test_the_migration_refuses_dates_in_the_wrong_order(operator_client):
     response = operator_client.get(reverse("segments:rfm_migration"), {"start": "2026-11-02", "end": "2026-11-01"})
 

@@ -83,7 +83,7 @@ def _render_rfm(request: HttpRequest, *, settings_form: LayeringSettingsForm | N
         "no_purchase": by_class[RfmClass.NO_PURCHASE],
         "last_run": RfmRun.objects.first(),
         "can_manage": user.can_manage,
-        **_migration_context(user, migration_form),
+        "migration_form": migration_form,  # the matrix itself is loaded after the page (rfm_migration)
     }
     if user.can_manage:
         context["settings_form"] = settings_form or LayeringSettingsForm(instance=LayeringSettings.load())
