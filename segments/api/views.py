@@ -260,6 +260,7 @@ class SegmentViewSet(viewsets.ModelViewSet):
         """Size after each recompute, newest first (for a rep, their own customers then in the segment)."""
         segment = self.get_object()
         page = self.paginate_queryset(selectors.segment_sizes(request.user, segment))
+        page = selectors.with_visible_sizes(request.user, segment, page)
         context = {"sees_all": sees_all_customers(request.user)}
         return self.get_paginated_response(s.SegmentSizeOutput(page, many=True, context=context).data)
 

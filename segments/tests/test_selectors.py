@@ -11,8 +11,10 @@ from segments.models import (
     CustomerStage,
     RfmRun,
     RfmTransition,
+    Segment,
     SegmentKind,
     SegmentMembership,
+    SegmentSize,
     rfm_as_of,
 )
 from segments.services import segments as service
@@ -108,6 +110,33 @@ def test_merged_customers_leave_the_grid(operator):
     rfm(merged, "important_value", r=1, f=1, m="10")
 
     assert selectors.rfm_grid(operator)["customers"] == 0
+
+
+# ---------------------------------------------------------------------------------------------- size over time
+
+
+def test_a_reps_size_at_each_point_counts_their_customers_in_the_segment_then(rep, other_rep, operator):
+    segment = Segment.objects.create(kind=SegmentKind.STATIC, name="展会名单")
+    day = [NOW - timedelta(days=n) for n in range(5)]  # day[0] is now, day[4] four days ago
+    mine, again, theirs = (CustomerFactory(owner=rep.staff), CustomerFactory(owner=rep.staff),
+                           CustomerFactory(owner=other_rep.staff))  # fmt: skip
+
+    def episode(customer, entered, exited=None):
+        SegmentMembership.objects.create(segment=segment, customer=customer, entered_at=entered, exited_at=exited,
+                                         entry_reason="manual", exit_reason="manual" if exited else "")  # fmt: skip
+
+    episode(mine, day[4], day[1])  # entered exactly at a point: counted there; exited exactly at one: not
+    episode(again, day[3], day[2])
+    episode(again, day[1])  # came back
+    episode(theirs, day[4])
+    points = [SegmentSize.objects.create(segment=segment, at=at, size=9) for at in day]
+
+    as_rep = selectors.with_visible_sizes(rep, segment, selectors.segment_sizes(rep, segment))
+    as_operator = selectors.with_visible_sizes(operator, segment, points)
+
+    visible = {p.at: p.visible_size for p in as_rep}
+    assert [visible[at] for at in reversed(day)] == [1, 2, 1, 1, 1]  # oldest first
+    assert {p.visible_size for p in as_operator} == {9}  # managers read the stored sizes
 
 
 # ---------------------------------------------------------------------------------------------- RFM migration

@@ -157,7 +157,7 @@ def _rule_words(segment: Segment) -> tuple[str, list[RuleIssue]]:
 def segment_detail(request, pk: int):
     segment = with_status(selectors.get_segment(request.user, pk), timezone.now())
     user = request.user
-    sizes = list(selectors.segment_sizes(user, segment)[:SIZES_SHOWN])
+    sizes = selectors.with_visible_sizes(user, segment, selectors.segment_sizes(user, segment)[:SIZES_SHOWN])
     rule_text, stored_issues = _rule_words(segment)
     context: dict[str, Any] = {
         "segment": segment,
