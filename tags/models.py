@@ -115,7 +115,9 @@ class TagHistory(models.Model):
         db_index=False,
         db_constraint=False,
     )  # fmt: skip  (covered by taghistory_customer)
-    tag = models.ForeignKey(Tag, on_delete=models.CASCADE, related_name="history", db_constraint=False)
+    tag = models.ForeignKey(
+        Tag, on_delete=models.CASCADE, related_name="history", db_index=False, db_constraint=False
+    )  # covered by taghistory_tag
     action = models.CharField(_("action"), max_length=8, choices=TagAction.choices)
     source = models.CharField(_("source"), max_length=16, choices=TagSource.choices)
     by = models.ForeignKey(
@@ -131,6 +133,8 @@ class TagHistory(models.Model):
         verbose_name_plural = _("tag history")
         indexes = [
             models.Index(fields=["customer", "-at"], name="taghistory_customer"),
+            # A tag's history newest first (its page, the API's `?tag=`), read from the index in order.
+            models.Index(fields=["tag", "-id"], name="taghistory_tag"),
             models.Index(fields=["by"], name="taghistory_by", condition=Q(by__isnull=False)),
         ]
 

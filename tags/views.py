@@ -145,7 +145,9 @@ def _render_tag_detail(
         except RuleError as error:  # e.g. a tag or custom attribute it names was deleted since
             stored_issues = error.issues
     history = (
-        TagHistory.objects.visible_to(user).filter(tag=tag).select_related("customer", "by").order_by("-at", "-id")
+        # Newest first by id: entries are written as they happen (`at` is the time of writing), and the tag's
+        # history index is in id order.
+        TagHistory.objects.visible_to(user).filter(tag=tag).select_related("customer", "by").order_by("-id")
     )
     context: dict[str, Any] = {
         "tag": tag,
