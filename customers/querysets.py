@@ -1,5 +1,6 @@
 from django.db import models
-from django.db.models import Q
+from django.db.models import Aggregate, Count, IntegerField, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 
 from customers.visibility import customer_visibility_q, sees_all_customers
 
@@ -52,3 +53,10 @@ class CustomerOwnedQuerySet(models.QuerySet):
 
 class OrderLineQuerySet(CustomerOwnedQuerySet):
     customer_path = "order__customer__"
+
+
+def correlated_count(rows: QuerySet, *, by: str, count: Aggregate | None = None) -> Coalesce:
+    """How many of `rows` (filtered on `by` = OuterRef to the outer row) each outer row has, 0 for none: one
+    correlated subquery per returned row, so it runs after the outer query's LIMIT. `count` defaults to count(*)."""
+    counted = rows.order_by().values(by).annotate(n=count or Count("*")).values("n")
+    return Coalesce(Subquery(counted, output_field=IntegerField()), 0)

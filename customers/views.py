@@ -3,14 +3,14 @@
 from datetime import datetime
 
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count, IntegerField, OuterRef, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import OuterRef
 from django.http import Http404
 from django.shortcuts import render
 from django.utils.dateparse import parse_datetime
 
 from customers import extensions, selectors
 from customers.models import CommunityGroup, GroupMembership
+from customers.querysets import correlated_count
 from customers.selectors_dashboard import overview
 from customers.visibility import sees_all_customers
 
@@ -97,8 +97,7 @@ def group_list(request):
     if sees_all:  # a rep sees no member counts: they would count other reps' customers
         # Counted for the groups shown only, each from its own members, rather than grouping every membership.
         current = GroupMembership.objects.filter(group=OuterRef("pk"), left_at__isnull=True)
-        counts = current.order_by().values("group").annotate(n=Count("*")).values("n")
-        groups = groups.annotate(member_count=Coalesce(Subquery(counts, output_field=IntegerField()), 0))
+        groups = groups.annotate(member_count=correlated_count(current, by="group"))
     context = {"groups": groups[:500], "sees_all": sees_all}
     return render(request, "customers/groups.html", context)
 

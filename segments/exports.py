@@ -18,7 +18,8 @@ from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
-from segments.models import Segment, SegmentMembership
+from segments.models import Segment
+from segments.selectors import current_memberships
 
 CHUNK = 2000
 # The most rows an Excel sheet holds (1,048,576) less the header.
@@ -35,8 +36,8 @@ def columns() -> list[str]:
 
 def _members(user, segment: Segment):
     return (
-        SegmentMembership.objects.visible_to(user)
-        .filter(segment=segment, exited_at__isnull=True)
+        current_memberships(user)
+        .filter(segment=segment)
         .order_by("id")
         .values_list(
             "id", "customer_id", "customer__name", "customer__phone", "customer__email", "customer__city",

@@ -15,10 +15,8 @@ from django.db.models import (
     Avg,
     Count,
     F,
-    IntegerField,
     OuterRef,
     QuerySet,
-    Subquery,
     Sum,
 )
 from django.db.models.functions import Coalesce
@@ -28,6 +26,7 @@ from django.utils import timezone
 from customers.conditions import RuleError, predicates_of
 from customers.conditions import validate as validate_rule
 from customers.models import Customer
+from customers.querysets import correlated_count
 from customers.visibility import sees_all_customers
 from segments.models import (
     CustomerRfm,
@@ -62,6 +61,11 @@ def segment_list(user, *, kind: str = "", search: str = "") -> QuerySet[Segment]
     return qs
 
 
+def current_memberships(user) -> QuerySet[SegmentMembership]:
+    """The open episodes of the customers `user` may see, in any segment."""
+    return SegmentMembership.objects.visible_to(user).filter(exited_at__isnull=True)
+
+
 def with_member_counts(user, segments: Iterable[Segment]) -> list[Segment]:
     """The segments, each with `member_count`: its current members `user` may see. Managers and analysts read
     the stored size. A rep's counts come from one grouped count over their book for all the segments at once; a
@@ -73,8 +77,8 @@ def with_member_counts(user, segments: Iterable[Segment]) -> list[Segment]:
             segment.member_count = segment.size
         return segments
     counts = dict(
-        SegmentMembership.objects.visible_to(user)
-        .filter(segment__in=[segment.pk for segment in segments], exited_at__isnull=True)
+        current_memberships(user)
+        .filter(segment__in=[segment.pk for segment in segments])
         .order_by()
         .values("segment")
         .annotate(n=Count("*"))
@@ -91,15 +95,7 @@ def get_segment(user, segment_id: Any) -> Segment:
     if sees_all_customers(user):
         member_count = F("size")
     else:
-        visible = (
-            SegmentMembership.objects.visible_to(user)
-            .filter(segment=OuterRef("pk"), exited_at__isnull=True)
-            .order_by()
-            .values("segment")
-            .annotate(n=Count("*"))
-            .values("n")
-        )
-        member_count = Coalesce(Subquery(visible, output_field=IntegerField()), 0)
+        member_count = correlated_count(current_memberships(user).filter(segment=OuterRef("pk")), by="segment")
     try:
         return segment_list(user).annotate(member_count=member_count).get(pk=segment_id)
     except (Segment.DoesNotExist, ValueError, TypeError):
@@ -116,11 +112,7 @@ def is_stalled(segment: Segment, *, now: datetime | None = None) -> bool:
 def segment_members(user, segment: Segment, *, since: datetime | None = None) -> QuerySet[SegmentMembership]:
     """The segment's current members `user` may see (their open episodes, customer and owner joined), newest
     episode first; with `since`, only those who entered at or after it."""
-    qs = (
-        SegmentMembership.objects.visible_to(user)
-        .filter(segment=segment, exited_at__isnull=True)
-        .select_related("customer", "customer__owner")
-    )
+    qs = current_memberships(user).filter(segment=segment).select_related("customer", "customer__owner")
     if since is not None:
         qs = qs.filter(entered_at__gte=since)
     return qs.order_by("-id")

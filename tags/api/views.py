@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import django_filters
 from django.db import transaction
-from django.db.models import Count, IntegerField, OuterRef, Prefetch, ProtectedError, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Count, OuterRef, Prefetch, ProtectedError, QuerySet
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django_filters.rest_framework import DjangoFilterBackend
@@ -22,6 +21,7 @@ from accounts.models import ApiToken
 from customers import selectors
 from customers.conditions import RuleError, describe, matching_customers
 from customers.models import Customer
+from customers.querysets import correlated_count
 from tags import services
 from tags.api import serializers as s
 from tags.models import (
@@ -73,16 +73,9 @@ def _source_of(request: Request) -> str:
 def _tags_with_counts(user) -> QuerySet[Tag]:
     """Tags with their rule joined and `customer_count`: the distinct customers carrying the tag that `user` may
     see, as one correlated subquery per returned row (evaluated after the page's LIMIT)."""
-    counts = (
-        CustomerTag.objects.visible_to(user)
-        .filter(tag=OuterRef("pk"))
-        .order_by()
-        .values("tag")
-        .annotate(n=Count("customer", distinct=True))
-        .values("n")
-    )
+    carriers = CustomerTag.objects.visible_to(user).filter(tag=OuterRef("pk"))
     return Tag.objects.select_related("rule").annotate(
-        customer_count=Coalesce(Subquery(counts, output_field=IntegerField()), 0)
+        customer_count=correlated_count(carriers, by="tag", count=Count("customer", distinct=True))
     )
 
 

@@ -164,12 +164,13 @@ def _apply(
     assigns in all (for a narrow run's choice to refresh the statistics). `known_assignment_sql`: the assignment
     of those movers the caller has it at hand for; the others' rows are looked up by key."""
     narrow = movers_sql is not None
-    movers, assigned = "", EVERYONE.format(assignment=assignment_sql)
-    if narrow:
+    if not narrow:
+        movers, assigned = "", EVERYONE.format(assignment=assignment_sql)
+    elif known_assignment_sql is None:
         movers = MOVERS.format(movers=movers_sql)
         assigned = MOVERS_ASSIGNED.format(looked_up="movers", assignment=assignment_sql)
-    if narrow and known_assignment_sql is not None:
-        movers += KNOWN.format(known=known_assignment_sql)
+    else:
+        movers = MOVERS.format(movers=movers_sql) + KNOWN.format(known=known_assignment_sql)
         assigned = KNOWN_ASSIGNED.format(others=MOVERS_ASSIGNED.format(looked_up=NOT_KNOWN, assignment=assignment_sql))
     sql = APPLY_SQL.format(
         movers=movers,
